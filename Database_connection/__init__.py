@@ -1,0 +1,1 @@
+"""PostgreSQL access: migrations, the connection pool and typed queries."""

@@ -1,0 +1,128 @@
+"""Connection pool, wait-for-database and the numbered-SQL migration runner."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 72_410_001  # advisory lock key: one migrator at a time across workers
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _plain(url: str) -> str:
+    """Accept SQLAlchemy-style URLs (`postgresql+psycopg2://`) as well as libpq ones."""
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+
+
+def make_pool(url: str, min_size: int = 1, max_size: int = 10) -> ConnectionPool:
+    """An open pool whose connections return rows as dicts."""
+    pool = ConnectionPool(
+        _plain(url),
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        open=False,
+        name="rps",
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def wait_for_db(url: str, timeout: float = 30.0) -> None:
+    """Retry until PostgreSQL answers, so a service never dies because it started first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(_plain(url), connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL at {_redact(url)} is unreachable: {exc}") from exc
+            time.sleep(0.5)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append((int(match.group(1)), path))
+    return found
+
+
+def migrate(url: str) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction; return their names."""
+    applied: list[str] = []
+    with psycopg.connect(_plain(url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, path in migration_files():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, path.name),
+                    )
+                log.info("applied migration %s", path.name)
+                applied.append(path.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied
+
+
+def ensure_database(url: str) -> bool:
+    """Create the role and database named in `url` if missing (needs a superuser on the
+    maintenance database, as the local trust-auth server gives). Returns True if created."""
+    params = conninfo_to_dict(_plain(url))
+    dbname, user, password = params.get("dbname"), params.get("user"), params.get("password")
+    admin = make_conninfo(_plain(url), dbname="postgres", user="postgres", password="")
+    created = False
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if user and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname=%s", (user,)).fetchone():
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(user), sql.Literal(password or user)
+                )
+            )
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (dbname,)).fetchone():
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(dbname), sql.Identifier(user or "postgres")
+                )
+            )
+            created = True
+    return created
+
+
+def drop_database(url: str) -> None:
+    """Drop a (throwaway) database, disconnecting its sessions first."""
+    params = conninfo_to_dict(_plain(url))
+    admin = make_conninfo(_plain(url), dbname="postgres", user="postgres", password="")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params["dbname"]))
+        )

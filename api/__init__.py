@@ -1,0 +1,1 @@
+"""The FastAPI backend: routes, dependencies, errors, metrics, retrain trigger."""

@@ -1,0 +1,90 @@
+"""Application factory: wait for the DB, migrate, load the model, then serve."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from api import metrics
+from api.errors import error_response, install_error_handlers
+from api.routes import router
+from Database_connection import repository as repo
+from Database_connection.db import make_pool, migrate, wait_for_db
+from inference.model_holder import ModelHolder, ModelLoadError
+from utils.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def load_initial_model(app: FastAPI) -> None:
+    """Load the configured model; a failure leaves the app up but not ready."""
+    settings: Settings = app.state.settings
+    holder: ModelHolder = app.state.holder
+    try:
+        model = holder.load_and_swap(settings.model_dir, source=f"local:{settings.model_dir}")
+    except ModelLoadError as exc:
+        log.error("no model loaded at start-up: %s", exc)
+        metrics.MODEL_RELOADS.labels(outcome="failed").inc()
+        return
+    metrics.MODEL_RELOADS.labels(outcome="loaded").inc()
+    metrics.set_model_info(model.version, model.source)
+    with app.state.pool.connection() as conn:
+        repo.record_model_load(conn, version=model.version, source=model.source, outcome="loaded")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    wait_for_db(settings.database_url)
+    migrate(settings.database_url)
+    app.state.pool = make_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    collector = metrics.DatabaseCollector(app.state.pool, settings.retrain_threshold)
+    REGISTRY.register(collector)
+    try:
+        load_initial_model(app)
+        yield
+    finally:
+        REGISTRY.unregister(collector)
+        app.state.pool.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = FastAPI(
+        title="Rock-Paper-Scissors classifier",
+        version="1.0.0",
+        description="Serves a MobileNet gesture classifier, stores every prediction and label, and "
+        "triggers retraining through Airflow.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = ModelHolder()
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def refuse_oversized(request: Request, call_next):
+        """Refuse declared-oversize bodies before reading them (multipart overhead allowed)."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+            metrics.REJECTED_INPUTS.labels(reason="file_too_large").inc()
+            return error_response(
+                413, "file_too_large",
+                f"The request is over the {settings.max_upload_bytes / 2**20:.0f} MiB upload limit; send a smaller image.",
+            )
+        return await call_next(request)
+
+    app.include_router(router)
+
+    @app.get("/metrics", tags=["ops"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    def prometheus_metrics() -> Response:
+        """Prometheus exposition of the backend's metrics."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

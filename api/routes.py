@@ -1,0 +1,200 @@
+"""HTTP routes. Handlers are sync `def`, so FastAPI runs them in its thread pool and the
+CPU-bound decode/inference never blocks the event loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from api import metrics
+from api.deps import ConnDep, HolderDep, PoolDep, SettingsDep
+from api.errors import ERROR_RESPONSES, APIError, ErrorBody
+from api.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
+    Health,
+    Label,
+    ModelInfo,
+    PredictResponse,
+    Ready,
+    RecentPrediction,
+    Stats,
+    UploadResponse,
+)
+from Database_connection import repository as repo
+from inference.model_holder import ModelNotLoaded
+from utils.images import ImageRejected, decode_image
+from utils.settings import Settings
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def read_upload(file: UploadFile, settings: Settings) -> bytes:
+    """The upload's bytes, refusing oversize bodies without reading past the limit."""
+    limit = settings.max_upload_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise ImageRejected(
+            "file_too_large", f"The file is over the {limit / 2**20:.0f} MiB upload limit; send a smaller image.", 413
+        )
+    return data
+
+
+def _limits(settings: Settings) -> dict[str, int]:
+    return {"max_pixels": settings.max_image_pixels, "min_side": settings.min_image_side}
+
+
+def _rejected(exc: ImageRejected) -> ImageRejected:
+    metrics.REJECTED_INPUTS.labels(reason=exc.code).inc()
+    return exc
+
+
+@router.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES | {503: {"model": ErrorBody}}, tags=["model"])
+def predict(
+    request: Request,
+    file: Annotated[UploadFile, File(description="A JPEG or PNG photo of one hand")],
+    settings: SettingsDep,
+    holder: HolderDep,
+    conn: ConnDep,
+) -> PredictResponse:
+    """Classify an image; the image and the prediction are stored in one transaction."""
+    try:
+        data = read_upload(file, settings)
+        image = decode_image(data, **_limits(settings))
+    except ImageRejected as exc:
+        raise _rejected(exc) from exc
+    try:
+        model = holder.current
+    except ModelNotLoaded as exc:
+        raise APIError(503, "model_not_loaded", str(exc)) from exc
+    result = model.predict_tensor(model.prepare(image.bgr))
+    with conn.transaction():
+        repo.insert_image(
+            conn, sha256=image.sha256, content=data, fmt=image.format, width=image.width, height=image.height,
+            source="predict", original_name=file.filename,
+        )
+        stored = repo.insert_prediction(
+            conn, image_sha256=image.sha256, label=result.label, confidence=result.confidence,
+            probabilities=result.probabilities, model_version=result.model_version, latency_ms=result.latency_ms,
+            threshold=settings.retrain_threshold,
+        )
+        since = repo.count_predictions_since_retrain(conn)
+    metrics.PREDICTIONS.labels(label=result.label).inc()
+    metrics.PREDICTION_LATENCY.observe(result.latency_ms / 1000)
+    metrics.PREDICTION_CONFIDENCE.observe(result.confidence)
+    if stored.retrain_request_id is not None:
+        notify = getattr(request.app.state, "on_retrain_requested", None)
+        if notify:
+            notify(stored.retrain_request_id)
+    return PredictResponse(
+        prediction_id=stored.id, label=result.label, confidence=result.confidence,
+        probabilities=result.probabilities, model_version=result.model_version,
+        latency_ms=round(result.latency_ms, 3), image_sha256=image.sha256,
+        predictions_since_retrain=since, retrain_threshold=settings.retrain_threshold,
+    )
+
+
+@router.post("/feedback", response_model=FeedbackResponse, responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}}, tags=["labels"])
+def feedback(body: FeedbackRequest, conn: ConnDep) -> FeedbackResponse:
+    """Confirm or correct a prediction's label. Idempotent: the last answer wins."""
+    with conn.transaction():
+        prediction = repo.get_prediction(conn, body.prediction_id)
+        if prediction is None:
+            raise APIError(404, "unknown_prediction", f"There is no prediction with id {body.prediction_id}.")
+        repo.upsert_label(
+            conn, image_sha256=prediction["image_sha256"], label=body.label, source="feedback", prediction_id=body.prediction_id
+        )
+    correct = prediction["label"] == body.label
+    metrics.FEEDBACK.labels(correct=str(correct).lower()).inc()
+    return FeedbackResponse(
+        prediction_id=body.prediction_id, image_sha256=prediction["image_sha256"].strip(), label=body.label,
+        predicted_label=prediction["label"], correct=correct,
+    )
+
+
+@router.post("/upload", response_model=UploadResponse, responses=ERROR_RESPONSES, tags=["labels"])
+def upload(
+    file: Annotated[UploadFile, File(description="A JPEG or PNG photo of one hand")],
+    label: Annotated[Label, Form(description="The gesture shown")],
+    settings: SettingsDep,
+    conn: ConnDep,
+) -> UploadResponse:
+    """Ingest a labelled example without predicting."""
+    try:
+        data = read_upload(file, settings)
+        image = decode_image(data, **_limits(settings))
+    except ImageRejected as exc:
+        raise _rejected(exc) from exc
+    with conn.transaction():
+        new = repo.insert_image(
+            conn, sha256=image.sha256, content=data, fmt=image.format, width=image.width, height=image.height,
+            source="upload", original_name=file.filename,
+        )
+        repo.upsert_label(conn, image_sha256=image.sha256, label=label, source="upload")
+    return UploadResponse(image_sha256=image.sha256, label=label, new_image=new)
+
+
+@router.get("/health", response_model=Health, tags=["ops"])
+def health() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@router.get("/ready", response_model=Ready, responses={503: {"model": ErrorBody}}, tags=["ops"])
+def ready(holder: HolderDep, pool: PoolDep) -> Ready | JSONResponse:
+    """Readiness: the database answers and a model is loaded."""
+    try:
+        with pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any DB failure means not ready
+        raise APIError(503, "database_unavailable", f"PostgreSQL is not reachable: {exc}") from exc
+    if not holder.loaded:
+        detail = f" Last load error: {holder.last_error}" if holder.last_error else ""
+        raise APIError(503, "model_not_loaded", "No model is loaded." + detail)
+    return Ready(status="ready", model_version=holder.current.version, database="ok")
+
+
+@router.get("/model", response_model=ModelInfo, responses={503: {"model": ErrorBody}}, tags=["model"])
+def model_info(holder: HolderDep) -> ModelInfo:
+    """The served model: version, origin, load time, architecture, runtime, metrics."""
+    try:
+        info = holder.current.describe()
+    except ModelNotLoaded as exc:
+        raise APIError(503, "model_not_loaded", str(exc)) from exc
+    return ModelInfo(**info, last_reload_error=holder.last_error)
+
+
+@router.get("/stats", response_model=Stats, tags=["labels"])
+def stats(settings: SettingsDep, conn: ConnDep) -> Stats:
+    """Totals, predictions since the last retrain against the threshold, labelled images."""
+    totals = repo.stats(conn)
+    acc, n = repo.feedback_accuracy(conn)
+    return Stats(
+        **totals, labels_by_class=repo.labels_by_class(conn),
+        predictions_since_retrain=repo.count_predictions_since_retrain(conn),
+        retrain_threshold=settings.retrain_threshold, feedback_accuracy=acc, feedback_window=n,
+    )
+
+
+@router.get("/predictions", response_model=list[RecentPrediction], tags=["labels"])
+def recent(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[RecentPrediction]:
+    """The most recent predictions with their confirmed labels."""
+    return [RecentPrediction(**{**r, "image_sha256": r["image_sha256"].strip()}) for r in repo.recent_predictions(conn, limit)]
+
+
+@router.get(
+    "/images/{sha256}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: {"model": ErrorBody}},
+    tags=["labels"],
+)
+def image(sha256: str, conn: ConnDep) -> Response:
+    """A stored image by its content hash (thumbnails in the UI)."""
+    row = repo.get_image(conn, sha256.lower())
+    if row is None:
+        raise APIError(404, "unknown_image", f"There is no image with hash {sha256}.")
+    return Response(bytes(row["content"]), media_type=f"image/{row['format']}")

@@ -1,0 +1,102 @@
+"""Response and request models: they are the OpenAPI schema clients rely on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Label = Literal["rock", "paper", "scissors"]
+
+
+class Probabilities(BaseModel):
+    rock: float
+    paper: float
+    scissors: float
+
+
+class PredictResponse(BaseModel):
+    prediction_id: int
+    label: Label
+    confidence: float = Field(ge=0, le=1)
+    probabilities: Probabilities
+    model_version: str
+    latency_ms: float = Field(description="model time in milliseconds (preprocess + inference)")
+    image_sha256: str
+    predictions_since_retrain: int
+    retrain_threshold: int
+
+
+class FeedbackRequest(BaseModel):
+    prediction_id: int = Field(gt=0)
+    label: Label
+
+
+class FeedbackResponse(BaseModel):
+    prediction_id: int
+    image_sha256: str
+    label: Label
+    predicted_label: Label
+    correct: bool
+
+
+class UploadResponse(BaseModel):
+    image_sha256: str
+    label: Label
+    new_image: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    model_version: str
+    database: Literal["ok"]
+
+
+class Architecture(BaseModel):
+    backbone: str
+    alpha: float
+    input_size: int
+    weights: str
+
+
+class ModelInfo(BaseModel):
+    version: str
+    source: str
+    path: str
+    loaded_at: datetime
+    created_at: datetime | None
+    architecture: Architecture
+    runtime: str
+    class_names: list[str]
+    metrics: dict[str, Any]
+    data_version: str | None
+    last_reload_error: str | None = None
+
+
+class Stats(BaseModel):
+    predictions: int
+    images: int
+    labelled_images: int
+    feedback_labels: int
+    labels_by_class: dict[str, int]
+    predictions_since_retrain: int
+    retrain_threshold: int
+    retrain_requests: int
+    feedback_accuracy: float | None
+    feedback_window: int
+
+
+class RecentPrediction(BaseModel):
+    id: int
+    image_sha256: str
+    label: Label
+    confidence: float
+    model_version: str
+    latency_ms: float
+    created_at: datetime
+    confirmed_label: Label | None

@@ -1,0 +1,1 @@
+"""Serving: the model holder (load, warm up, swap atomically, predict)."""

@@ -1,0 +1,188 @@
+"""The serving model: loaded once, warmed up, swapped atomically, called without Keras.
+
+Predictions run through a TFLite (LiteRT) interpreter — a compiled graph that is
+5–20x faster than `model.predict` on these CPUs — so the backend never imports
+TensorFlow. A swap builds and warms the new model completely before one reference
+assignment makes it current; requests already holding the old model finish on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.images import preprocess_image
+from utils.settings import CLASS_NAMES
+
+log = logging.getLogger(__name__)
+TFLITE_FILE = "model.tflite"
+METADATA_FILE = "metadata.json"
+
+
+class ModelNotLoaded(RuntimeError):
+    """No model is being served yet."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory or artifact could not be loaded; the previous model keeps serving."""
+
+
+def _runtime_name() -> str:
+    from importlib.metadata import version
+
+    return f"tflite (ai-edge-litert {version('ai-edge-litert')})"
+
+
+@dataclass
+class Prediction:
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_version: str
+    latency_ms: float
+
+
+@dataclass
+class LoadedModel:
+    """One immutable model instance with its own interpreter and lock."""
+
+    path: Path
+    metadata: dict[str, Any]
+    source: str
+    interpreter: Any = field(repr=False)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.metadata["architecture"]["input_size"])
+
+    @property
+    def backbone(self) -> str:
+        return str(self.metadata["architecture"]["backbone"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.metadata.get("class_names", CLASS_NAMES))
+
+    def prepare(self, source: bytes | np.ndarray, **limits: int) -> np.ndarray:
+        """Bytes or a BGR frame → this model's input tensor, via the shared preprocessing."""
+        return preprocess_image(source, self.input_size, self.backbone, **limits)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a (N, H, W, 3) batch. The interpreter is not thread-safe: lock it."""
+        interp = self.interpreter
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+        with self._lock:
+            if tuple(inp["shape"]) != batch.shape:
+                interp.resize_tensor_input(inp["index"], batch.shape, strict=False)
+                interp.allocate_tensors()
+            interp.set_tensor(inp["index"], batch.astype(np.float32, copy=False))
+            interp.invoke()
+            return np.array(interp.get_tensor(out["index"]))
+
+    def predict_tensor(self, tensor: np.ndarray) -> Prediction:
+        start = time.perf_counter()
+        probs = self.run(tensor[None, ...])[0]
+        latency_ms = (time.perf_counter() - start) * 1000
+        idx = int(np.argmax(probs))
+        return Prediction(
+            label=self.class_names[idx],
+            confidence=float(probs[idx]),
+            probabilities={name: float(p) for name, p in zip(self.class_names, probs, strict=True)},
+            model_version=self.version,
+            latency_ms=latency_ms,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "source": self.source,
+            "path": str(self.path),
+            "loaded_at": self.loaded_at.isoformat(),
+            "created_at": self.metadata.get("created_at"),
+            "architecture": self.metadata["architecture"],
+            "runtime": _runtime_name(),
+            "class_names": list(self.class_names),
+            "metrics": self.metadata.get("metrics", {}),
+            "data_version": self.metadata.get("data_version"),
+        }
+
+
+def load_model_dir(path: Path, source: str | None = None) -> LoadedModel:
+    """Load `model.tflite` + `metadata.json`, then warm up (first invoke allocates)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = Path(path)
+    tflite, meta_file = path / TFLITE_FILE, path / METADATA_FILE
+    if not tflite.is_file() or not meta_file.is_file():
+        raise ModelLoadError(f"{path} has no {TFLITE_FILE} and {METADATA_FILE}; train a model first")
+    try:
+        metadata = json.loads(meta_file.read_text())
+        interpreter = Interpreter(model_path=str(tflite), num_threads=1)
+        interpreter.allocate_tensors()
+        model = LoadedModel(path=path.resolve(), metadata=metadata, source=source or str(path), interpreter=interpreter)
+        size = model.input_size
+        probs = model.run(np.zeros((1, size, size, 3), np.float32))
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to load becomes one precise error
+        raise ModelLoadError(f"model at {path} failed to load: {exc}") from exc
+    if probs.shape != (1, len(model.class_names)) or not np.isclose(probs.sum(), 1.0, atol=1e-3):
+        raise ModelLoadError(f"model at {path} gives outputs of shape {probs.shape}, not class probabilities")
+    return model
+
+
+class ModelHolder:
+    """Holds the current model; `swap` is atomic and a failed load leaves the old one serving."""
+
+    def __init__(self) -> None:
+        self._current: LoadedModel | None = None
+        self._swap_lock = threading.Lock()
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current(self) -> LoadedModel:
+        model = self._current
+        if model is None:
+            raise ModelNotLoaded("no model is loaded yet; train one with `python -m src.train`")
+        return model
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        """Make `model` current (already loaded and warmed); returns the previous model."""
+        with self._swap_lock:
+            previous, self._current = self._current, model
+            self.last_error = None
+        log.info("serving model %s from %s", model.version, model.source)
+        return previous
+
+    def load_and_swap(self, path: Path, source: str | None = None) -> LoadedModel:
+        try:
+            model = load_model_dir(path, source)
+        except ModelLoadError as exc:
+            self.last_error, self.last_error_at = str(exc), datetime.now(UTC)
+            raise
+        self.swap(model)
+        return model
+
+    def predict(self, source: bytes | np.ndarray, **limits: int) -> Prediction:
+        model = self.current  # one read: the whole request uses this model even if a swap happens
+        return model.predict_tensor(model.prepare(source, **limits))

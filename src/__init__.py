@@ -1,0 +1,1 @@
+"""Training lifecycle: data, features, train, evaluate, register; one CLI per stage."""

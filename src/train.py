@@ -1,0 +1,292 @@
+"""`python -m src.train`: MobileNet transfer learning on Data/raw (+ labelled DB images).
+
+Frozen backbone features are cached per image hash; a dense head trains on them with
+class weights; optional fine-tuning of the top blocks follows. The result is written
+as a versioned model directory (Keras + TFLite + metadata) and `artifacts/model`
+is pointed at it atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.data import Sample, describe, group_split, list_datasets, list_samples, random_split
+from src.model import Architecture
+from utils.metrics import classification_report, plot_confusion_matrix, plot_learning_curves
+from utils.settings import CLASS_NAMES, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    aug_copies: int = 4
+    val_fraction: float = 0.2
+    seed: int = 0
+    split: str = "group"
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int = 12
+    fine_tune_lr: float = 1e-4
+    max_per_dataset: int = 0
+    datasets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    version: str
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    timings: dict[str, float]
+    artifacts: dict[str, Path]
+    params: dict[str, Any]
+
+
+def _subsample(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
+    """A class-stratified, group-preserving subset: for quick runs (tests, smoke checks)."""
+    if not limit or len(samples) <= limit:
+        return samples
+    rng = np.random.default_rng(seed)
+    groups = sorted({s.group for s in samples})
+    rng.shuffle(groups)
+    keep, chosen = [], set()
+    per_class = {c: 0 for c in CLASS_NAMES}
+    for g in groups:
+        members = [s for s in samples if s.group == g]
+        if per_class[members[0].label] >= limit // len(CLASS_NAMES):
+            continue
+        chosen.add(g)
+        keep += members
+        per_class[members[0].label] += len(members)
+    return keep
+
+
+def assemble_samples(settings: Settings, config: TrainConfig, extra: list[Sample] | None = None) -> tuple[list[Sample], list[Sample]]:
+    """Train/validation samples across every dataset, each split on its own groups."""
+    raw = settings.data_dir / "raw"
+    if not raw.is_dir():
+        raise FileNotFoundError(f"{raw} does not exist: run `python -m src.data bootstrap` first")
+    train, val = [], []
+    roots = [d for d in list_datasets(raw) if not config.datasets or d.name in config.datasets]
+    if not roots:
+        raise FileNotFoundError(f"no datasets with rock/paper/scissors folders under {raw}")
+    splitter = random_split if config.split == "random" else group_split
+    for root in roots:
+        samples = _subsample(list_samples(root), config.max_per_dataset, config.seed)
+        t, v = splitter(samples, config.val_fraction, config.seed)
+        train += t
+        val += v
+    train += extra or []
+    return train, val
+
+
+def _features(extractor, samples: list[Sample], copies: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from src.data import file_sha
+
+    shas = [file_sha(s.path) for s in samples]
+    feats = extractor.features(((sha, s.path.read_bytes) for sha, s in zip(shas, samples, strict=True)), copies)
+    x = np.concatenate([feats[sha] for sha in shas])
+    y = np.concatenate([[CLASS_NAMES.index(s.label)] * feats[sha].shape[0] for sha, s in zip(shas, samples, strict=True)])
+    return x, y.astype(np.int64), shas
+
+
+def class_weights(y: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(y, minlength=len(CLASS_NAMES)).astype(float)
+    counts[counts == 0] = 1
+    return {i: float(len(y) / (len(CLASS_NAMES) * c)) for i, c in enumerate(counts)}
+
+
+def new_version() -> str:
+    return datetime.now(UTC).strftime("local-%Y%m%dT%H%M%S%fZ")
+
+
+def train(settings: Settings, config: TrainConfig, extra: list[Sample] | None = None, out_root: Path | None = None) -> TrainResult:
+    """Train, evaluate on the held-out split, export; returns where everything went."""
+    import keras
+    import tensorflow as tf
+
+    from src.features import FeatureExtractor
+    from src.model import assemble, build_backbone, build_head, export_tflite, unfreeze_top
+
+    keras.utils.set_random_seed(config.seed)
+    timings: dict[str, float] = {}
+    arch = Architecture.from_settings(settings)
+    train_s, val_s = assemble_samples(settings, config, extra)
+    log.info("train %s | val %s", describe(train_s), describe(val_s))
+
+    t0 = time.perf_counter()
+    backbone = build_backbone(arch)
+    cache = settings.artifacts_dir / "feature_cache" / arch.tag
+    extractor = FeatureExtractor(backbone, arch.input_size, arch.backbone, cache)
+    x_train, y_train, _ = _features(extractor, train_s, config.aug_copies)
+    x_val, y_val, _ = _features(extractor, val_s, 0)
+    timings["features_s"] = time.perf_counter() - t0
+    log.info("features: %d computed, %d cached", extractor.stats.computed, extractor.stats.cached)
+
+    t0 = time.perf_counter()
+    head = build_head(x_train.shape[1])
+    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
+    fit = head.fit(
+        x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs, batch_size=config.batch_size,
+        class_weight=class_weights(y_train), callbacks=[stop], verbose=0, shuffle=True,
+    )
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    model = assemble(backbone, head)
+    timings["head_s"] = time.perf_counter() - t0
+
+    if config.fine_tune_epochs:
+        t0 = time.perf_counter()
+        history = _fine_tune(model, backbone, train_s, val_s, arch, config, history)
+        timings["fine_tune_s"] = time.perf_counter() - t0
+        probs = model.predict(_tensors(val_s, arch), batch_size=64, verbose=0)
+    else:
+        probs = head.predict(x_val, batch_size=256, verbose=0)
+    report = classification_report(y_val, probs.argmax(1), CLASS_NAMES)
+    report["val_loss"] = round(float(keras.losses.sparse_categorical_crossentropy(y_val, probs).numpy().mean()), 4)
+    report["per_dataset"] = {
+        ds: classification_report(
+            y_val[[s.dataset == ds for s in val_s]], probs.argmax(1)[[s.dataset == ds for s in val_s]], CLASS_NAMES
+        )["accuracy"]
+        for ds in sorted({s.dataset for s in val_s})
+    }
+
+    t0 = time.perf_counter()
+    version = new_version()
+    out_root = out_root or settings.artifacts_dir / "models"
+    model_dir = out_root / version
+    model_dir.mkdir(parents=True)
+    model.save(model_dir / "model.keras")
+    export_tflite(model, model_dir / "model.tflite")
+    timings["export_s"] = time.perf_counter() - t0
+    params = {
+        **{k: v for k, v in vars(config).items() if k != "datasets"},
+        "datasets": ",".join(sorted({s.dataset for s in train_s})),
+        **{f"arch_{k}": v for k, v in arch.as_dict().items()},
+        "n_train": len(train_s), "n_val": len(val_s),
+        "features_computed": extractor.stats.computed, "features_cached": extractor.stats.cached,
+    }
+    artifacts = {
+        "confusion_matrix": plot_confusion_matrix(report["confusion_matrix"], CLASS_NAMES, model_dir / "confusion_matrix.png", f"validation {version}"),
+        "learning_curves": plot_learning_curves(history, model_dir / "learning_curves.png"),
+    }
+    metadata = {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        "architecture": arch.as_dict(),
+        "class_names": list(CLASS_NAMES),
+        "metrics": {k: report[k] for k in ("accuracy", "macro_f1", "val_loss", "per_class", "per_dataset", "n")},
+        "params": params,
+        "tensorflow": tf.__version__,
+    }
+    (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    (model_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+    (model_dir / "history.json").write_text(json.dumps(history))
+    return TrainResult(model_dir, version, report, history, timings, artifacts, params)
+
+
+def _tensors(samples: list[Sample], arch: Architecture) -> np.ndarray:
+    from src.features import training_tensor
+
+    return np.stack([training_tensor(s.path.read_bytes(), arch.input_size, arch.backbone) for s in samples])
+
+
+def _fine_tune(model, backbone, train_s, val_s, arch, config, history):
+    """Unfreeze the top blocks and train end to end on fresh augmentations each epoch."""
+    import keras
+
+    from src.features import augmented_tensors, training_tensor
+    from src.data import file_sha
+
+    unfreeze_top(backbone, config.fine_tune_layers)
+    model.compile(optimizer=keras.optimizers.Adam(config.fine_tune_lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    y_train = np.array([CLASS_NAMES.index(s.label) for s in train_s])
+    y_val = np.array([CLASS_NAMES.index(s.label) for s in val_s])
+    x_val = _tensors(val_s, arch)
+    weights = class_weights(y_train)
+    for epoch in range(config.fine_tune_epochs):
+        x = np.stack([
+            augmented_tensors(s.path.read_bytes(), arch.input_size, arch.backbone, 1, f"{file_sha(s.path)}:{epoch}")[0]
+            if epoch % 2 else training_tensor(s.path.read_bytes(), arch.input_size, arch.backbone)
+            for s in train_s
+        ])
+        fit = model.fit(x, y_train, validation_data=(x_val, y_val), epochs=1, batch_size=32, class_weight=weights, verbose=0)
+        for k, vs in fit.history.items():
+            history.setdefault(k, []).extend(float(v) for v in vs)
+    return history
+
+
+def publish(model_dir: Path, link: Path) -> None:
+    """Point `link` (artifacts/model) at `model_dir` with an atomic rename of a symlink."""
+    tmp = link.with_name(link.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(os.path.relpath(model_dir, link.parent))
+    if link.exists() and not link.is_symlink():
+        raise FileExistsError(f"{link} is a real folder, not a link; move it away first")
+    os.replace(tmp, link)
+
+
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m src.train", description=__doc__.splitlines()[0])
+    c = TrainConfig()
+    p.add_argument("--epochs", type=int, default=c.epochs)
+    p.add_argument("--aug-copies", type=int, default=c.aug_copies, help="augmented copies per training image")
+    p.add_argument("--fine-tune-epochs", type=int, default=c.fine_tune_epochs)
+    p.add_argument("--fine-tune-layers", type=int, default=c.fine_tune_layers)
+    p.add_argument("--seed", type=int, default=c.seed)
+    p.add_argument("--split", choices=["group", "random"], default=c.split, help="random only to reproduce per-file numbers")
+    p.add_argument("--val-fraction", type=float, default=c.val_fraction)
+    p.add_argument("--max-per-dataset", type=int, default=0, help="subsample for quick runs (0 = all)")
+    p.add_argument("--datasets", nargs="*", default=[], help="dataset folder names under Data/raw (default all)")
+    p.add_argument("--no-publish", action="store_true", help="do not point artifacts/model at the result")
+    p.add_argument("--if-missing", action="store_true", help="do nothing when artifacts/model already exists")
+    args = p.parse_args(argv)
+    config = TrainConfig(
+        epochs=args.epochs, aug_copies=args.aug_copies, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_layers=args.fine_tune_layers, seed=args.seed, split=args.split, val_fraction=args.val_fraction,
+        max_per_dataset=args.max_per_dataset, datasets=args.datasets,
+    )
+    return config, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if args.if_missing and (settings.model_dir / "metadata.json").exists():
+        print(f"model already present at {settings.model_dir}; skipping training")
+        return 0
+    try:
+        result = train(settings, config)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not args.no_publish:
+        publish(result.model_dir, settings.model_dir)
+    if settings.mlflow_tracking_uri:
+        from src.registry import log_training_run
+
+        log_training_run(settings, result)
+    summary = {"version": result.version, "model_dir": str(result.model_dir), "accuracy": result.metrics["accuracy"],
+               "per_dataset": result.metrics["per_dataset"], "timings": {k: round(v, 2) for k, v in result.timings.items()}}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

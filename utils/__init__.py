@@ -1,0 +1,1 @@
+"""Leaf helpers with no service knowledge: settings, images, metrics."""

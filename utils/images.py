@@ -1,0 +1,181 @@
+"""Image validation and the one preprocessing path shared by training, serving and the DAG.
+
+`preprocess_image` is the only way pixels become a model input. Training, the
+backend, the webcam client and the Airflow preprocessing step all call it, so there
+is no training/serving skew (the original project scaled to [0, 1] in training
+while serving used MobileNet's own scaling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SUPPORTED_FORMATS = ("jpeg", "png")
+_UNSUPPORTED_SIGNATURES: dict[bytes, str] = {
+    b"GIF87a": "gif",
+    b"GIF89a": "gif",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+    b"BM": "bmp",
+    b"\x00\x00\x01\x00": "ico",
+}
+
+
+class ImageRejected(ValueError):
+    """An input that cannot become a model input; carries an HTTP status and a stable code."""
+
+    def __init__(self, code: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A validated image: BGR pixels plus what we store about it."""
+
+    bgr: np.ndarray
+    format: str
+    width: int
+    height: int
+    sha256: str
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sniff_format(data: bytes) -> str:
+    """Name the container format from magic bytes, or raise for anything we do not accept."""
+    if not data:
+        raise ImageRejected("empty_file", "The uploaded file is empty; choose a JPEG or PNG photo.", 400)
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        found = "webp"
+    elif data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        found = "heic/avif"
+    else:
+        found = next((n for sig, n in _UNSUPPORTED_SIGNATURES.items() if data.startswith(sig)), "")
+    if found:
+        raise ImageRejected(
+            "unsupported_format",
+            f"{found.upper()} images are not supported; send a JPEG or PNG photo.",
+            415,
+        )
+    raise ImageRejected(
+        "not_an_image", "The file is not an image; send a JPEG or PNG photo of a hand.", 415
+    )
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ImageRejected("corrupt_image", "The PNG header is damaged; re-export the image.", 422)
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Walk JPEG markers to the first start-of-frame, without decoding pixels."""
+    i = 2
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > n:
+                break
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + length
+    raise ImageRejected(
+        "corrupt_image", "The JPEG is damaged or truncated (no frame header); re-take the photo.", 422
+    )
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int]:
+    return _png_size(data) if fmt == "png" else _jpeg_size(data)
+
+
+def _check_complete(data: bytes, fmt: str) -> None:
+    """OpenCV decodes truncated files into partly grey images; refuse them up front."""
+    tail = data.rstrip(b"\x00")
+    if fmt == "jpeg" and not tail.endswith(b"\xff\xd9"):
+        raise ImageRejected("truncated_image", "The JPEG is truncated; upload the complete file.", 422)
+    if fmt == "png" and b"IEND" not in data[-32:]:
+        raise ImageRejected("truncated_image", "The PNG is truncated; upload the complete file.", 422)
+
+
+def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 16) -> DecodedImage:
+    """Validate encoded bytes and decode them to BGR, refusing bombs before allocating pixels."""
+    fmt = sniff_format(data)
+    width, height = header_size(data, fmt)
+    if width == 0 or height == 0:
+        raise ImageRejected("corrupt_image", "The image header says it has no pixels.", 422)
+    if width * height > max_pixels:
+        raise ImageRejected(
+            "too_many_pixels",
+            f"The image is {width}x{height} pixels, over the limit of {max_pixels:,}; resize it first.",
+            413,
+        )
+    if min(width, height) < min_side:
+        raise ImageRejected(
+            "image_too_small", f"The image is {width}x{height}; each side needs at least {min_side} px.", 422
+        )
+    _check_complete(data, fmt)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageRejected("corrupt_image", f"The {fmt.upper()} file could not be decoded; it is damaged.", 422)
+    return DecodedImage(bgr=bgr, format=fmt, width=width, height=height, sha256=sha256_hex(data))
+
+
+def to_rgb_resized(bgr: np.ndarray, size: int) -> np.ndarray:
+    """BGR frame → RGB uint8 at the model's square input size."""
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    elif bgr.shape[2] == 4:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_BGRA2BGR)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
+def backbone_preprocess(rgb: np.ndarray, backbone: str = "mobilenet") -> np.ndarray:
+    """The backbone's own `preprocess_input` (both MobileNets scale to [-1, 1]).
+
+    Re-implemented in NumPy so serving never imports TensorFlow; a unit test pins it to
+    `keras.applications.<backbone>.preprocess_input`.
+    """
+    if backbone not in ("mobilenet", "mobilenet_v2"):
+        raise ValueError(f"unknown backbone {backbone!r}")
+    return rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def preprocess_image(
+    source: bytes | np.ndarray, size: int = 224, backbone: str = "mobilenet", **limits: int
+) -> np.ndarray:
+    """Encoded bytes or a BGR frame → float32 (size, size, 3) model input."""
+    bgr = decode_image(source, **limits).bgr if isinstance(source, bytes | bytearray) else source
+    return backbone_preprocess(to_rgb_resized(bgr, size), backbone)
+
+
+def blur_score(bgr: np.ndarray) -> float:
+    """Variance of the Laplacian: low values mean a frame too blurred to learn from."""
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())

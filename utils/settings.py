@@ -1,0 +1,116 @@
+"""The one settings object every service reads (environment first, then `.env`).
+
+Keeping every knob here means the backend, the DAG, the trainer, the UI and the
+Compose files all agree on names; nothing else calls `os.getenv`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CLASS_NAMES: tuple[str, ...] = ("rock", "paper", "scissors")
+PLACEHOLDER = "change-me"
+
+
+class Settings(BaseSettings):
+    """Typed configuration; validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_file=str(PROJECT_ROOT / ".env"), env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+
+    # PostgreSQL
+    database_url: str = "postgresql://rps:rps@127.0.0.1:5432/rps"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    # Backend
+    backend_host: str = "127.0.0.1"
+    backend_port: int = 8000
+    backend_url: str = "http://127.0.0.1:8000"
+    backend_workers: int = 1
+    admin_token: str = PLACEHOLDER
+    max_upload_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    min_image_side: int = 16
+
+    # Model
+    image_size: int = 224
+    backbone: Literal["mobilenet", "mobilenet_v2"] = "mobilenet"
+    backbone_alpha: float = 0.25
+    backbone_weights: str = "imagenet"
+    model_dir: Path = PROJECT_ROOT / "artifacts" / "model"
+    model_source: Literal["local", "mlflow"] = "local"
+    model_poll_seconds: float = 30.0
+
+    # Data
+    data_dir: Path = PROJECT_ROOT / "Data"
+    rps_dataset_dirs: str = ""
+    artifacts_dir: Path = PROJECT_ROOT / "artifacts"
+
+    # Retraining
+    retrain_threshold: int = Field(default=3, ge=1)
+
+    # MLflow / Airflow / S3
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = "rps-classifier"
+    registered_model_name: str = "rps-classifier"
+    airflow_url: str = "http://127.0.0.1:8080"
+    airflow_username: str = "backend"
+    airflow_password: str = PLACEHOLDER
+    airflow_dag_id: str = "rock_paper_scissors_retrain_pipeline"
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "rps-dvc"
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+    aws_default_region: str = "us-east-1"
+
+    # UI and links
+    streamlit_port: int = 8501
+    prometheus_url: str = "http://127.0.0.1:9090"
+    grafana_url: str = "http://127.0.0.1:3000"
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    airflow_ui_url: str = "http://127.0.0.1:8080"
+
+    @property
+    def dataset_dirs(self) -> list[Path]:
+        """`RPS_DATASET_DIRS` as paths: separated by `:` or `,`, relative to the project."""
+        parts = [p for chunk in self.rps_dataset_dirs.split(",") for p in chunk.split(":")]
+        return [(PROJECT_ROOT / p.strip()).resolve() for p in parts if p.strip()]
+
+    @property
+    def local_weights_file(self) -> Path | None:
+        """A weights path when the backbone weights are a file, None for `imagenet`."""
+        if self.backbone_weights in ("imagenet", ""):
+            return None
+        return (PROJECT_ROOT / self.backbone_weights).resolve()
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.environment == "production":
+            weak = [
+                name
+                for name in ("admin_token", "airflow_password")
+                if getattr(self, name) in ("", PLACEHOLDER) or "dev" in getattr(self, name)
+            ]
+            if weak:
+                raise ValueError(
+                    "refusing to start in production with placeholder secrets: "
+                    + ", ".join(n.upper() for n in weak)
+                )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache to change them."""
+    return Settings()
