@@ -104,9 +104,7 @@ def ensure_database(url: str) -> bool:
     with psycopg.connect(admin, autocommit=True) as conn:
         if user and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname=%s", (user,)).fetchone():
             conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(user), sql.Literal(password or user)
-                )
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password or user))
             )
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (dbname,)).fetchone():
             conn.execute(
@@ -123,6 +121,4 @@ def drop_database(url: str) -> None:
     params = conninfo_to_dict(_plain(url))
     admin = make_conninfo(_plain(url), dbname="postgres", user="postgres", password="")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params["dbname"]))
-        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params["dbname"])))

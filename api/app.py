@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import Response
 
 from api import metrics
@@ -74,15 +74,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
             metrics.REJECTED_INPUTS.labels(reason="file_too_large").inc()
             return error_response(
-                413, "file_too_large",
-                f"The request is over the {settings.max_upload_bytes / 2**20:.0f} MiB upload limit; send a smaller image.",
+                413,
+                "file_too_large",
+                f"The request is over the {settings.max_upload_bytes / 2**20:.0f} MiB upload limit; "
+                "send a smaller image.",
             )
         return await call_next(request)
 
     app.include_router(router)
 
-    @app.get("/metrics", tags=["ops"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    )
     def prometheus_metrics() -> Response:
         """Prometheus exposition of the backend's metrics."""
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -60,19 +60,23 @@ class DatabaseCollector(Collector):
                 last_duration = repo.last_retrain_duration(conn)
                 acc, n = repo.feedback_accuracy(conn, self.feedback_window)
                 labelled = repo.stats(conn)["labelled_images"]
-        except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked
+        except Exception:
             log.warning("metrics: database unavailable during scrape", exc_info=True)
             yield GaugeMetricFamily("rps_database_up", "Whether the DB answered the scrape", value=0)
             return
         yield GaugeMetricFamily("rps_database_up", "Whether the DB answered the scrape", value=1)
-        yield GaugeMetricFamily("rps_predictions_since_retrain", "Predictions since the last retrain request", value=since)
+        yield GaugeMetricFamily(
+            "rps_predictions_since_retrain", "Predictions since the last retrain request", value=since
+        )
         yield GaugeMetricFamily("rps_labelled_images", "Images with a human-confirmed label", value=labelled)
         family = GaugeMetricFamily("rps_retrain_requests", "Retrain requests, by state", labels=["state"])
         for state in ("pending", "triggered", "running", "succeeded", "failed"):
             family.add_metric([state], states.get(state, 0))
         yield family
         if last_duration is not None:
-            yield GaugeMetricFamily("rps_last_retrain_duration_seconds", "Duration of the last finished retrain", value=last_duration)
+            yield GaugeMetricFamily(
+                "rps_last_retrain_duration_seconds", "Duration of the last finished retrain", value=last_duration
+            )
         yield GaugeMetricFamily("rps_feedback_window_size", "Confirmed predictions in the accuracy window", value=n)
         if acc is not None:
             yield GaugeMetricFamily("rps_feedback_accuracy", "Share of recent predictions users confirmed", value=acc)

@@ -53,7 +53,9 @@ def _rejected(exc: ImageRejected) -> ImageRejected:
     return exc
 
 
-@router.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES | {503: {"model": ErrorBody}}, tags=["model"])
+@router.post(
+    "/predict", response_model=PredictResponse, responses=ERROR_RESPONSES | {503: {"model": ErrorBody}}, tags=["model"]
+)
 def predict(
     request: Request,
     file: Annotated[UploadFile, File(description="A JPEG or PNG photo of one hand")],
@@ -74,12 +76,23 @@ def predict(
     result = model.predict_tensor(model.prepare(image.bgr))
     with conn.transaction():
         repo.insert_image(
-            conn, sha256=image.sha256, content=data, fmt=image.format, width=image.width, height=image.height,
-            source="predict", original_name=file.filename,
+            conn,
+            sha256=image.sha256,
+            content=data,
+            fmt=image.format,
+            width=image.width,
+            height=image.height,
+            source="predict",
+            original_name=file.filename,
         )
         stored = repo.insert_prediction(
-            conn, image_sha256=image.sha256, label=result.label, confidence=result.confidence,
-            probabilities=result.probabilities, model_version=result.model_version, latency_ms=result.latency_ms,
+            conn,
+            image_sha256=image.sha256,
+            label=result.label,
+            confidence=result.confidence,
+            probabilities=result.probabilities,
+            model_version=result.model_version,
+            latency_ms=result.latency_ms,
             threshold=settings.retrain_threshold,
         )
         since = repo.count_predictions_since_retrain(conn)
@@ -91,14 +104,24 @@ def predict(
         if notify:
             notify(stored.retrain_request_id)
     return PredictResponse(
-        prediction_id=stored.id, label=result.label, confidence=result.confidence,
-        probabilities=result.probabilities, model_version=result.model_version,
-        latency_ms=round(result.latency_ms, 3), image_sha256=image.sha256,
-        predictions_since_retrain=since, retrain_threshold=settings.retrain_threshold,
+        prediction_id=stored.id,
+        label=result.label,
+        confidence=result.confidence,
+        probabilities=result.probabilities,
+        model_version=result.model_version,
+        latency_ms=round(result.latency_ms, 3),
+        image_sha256=image.sha256,
+        predictions_since_retrain=since,
+        retrain_threshold=settings.retrain_threshold,
     )
 
 
-@router.post("/feedback", response_model=FeedbackResponse, responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}}, tags=["labels"])
+@router.post(
+    "/feedback",
+    response_model=FeedbackResponse,
+    responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    tags=["labels"],
+)
 def feedback(body: FeedbackRequest, conn: ConnDep) -> FeedbackResponse:
     """Confirm or correct a prediction's label. Idempotent: the last answer wins."""
     with conn.transaction():
@@ -106,13 +129,20 @@ def feedback(body: FeedbackRequest, conn: ConnDep) -> FeedbackResponse:
         if prediction is None:
             raise APIError(404, "unknown_prediction", f"There is no prediction with id {body.prediction_id}.")
         repo.upsert_label(
-            conn, image_sha256=prediction["image_sha256"], label=body.label, source="feedback", prediction_id=body.prediction_id
+            conn,
+            image_sha256=prediction["image_sha256"],
+            label=body.label,
+            source="feedback",
+            prediction_id=body.prediction_id,
         )
     correct = prediction["label"] == body.label
     metrics.FEEDBACK.labels(correct=str(correct).lower()).inc()
     return FeedbackResponse(
-        prediction_id=body.prediction_id, image_sha256=prediction["image_sha256"].strip(), label=body.label,
-        predicted_label=prediction["label"], correct=correct,
+        prediction_id=body.prediction_id,
+        image_sha256=prediction["image_sha256"].strip(),
+        label=body.label,
+        predicted_label=prediction["label"],
+        correct=correct,
     )
 
 
@@ -131,8 +161,14 @@ def upload(
         raise _rejected(exc) from exc
     with conn.transaction():
         new = repo.insert_image(
-            conn, sha256=image.sha256, content=data, fmt=image.format, width=image.width, height=image.height,
-            source="upload", original_name=file.filename,
+            conn,
+            sha256=image.sha256,
+            content=data,
+            fmt=image.format,
+            width=image.width,
+            height=image.height,
+            source="upload",
+            original_name=file.filename,
         )
         repo.upsert_label(conn, image_sha256=image.sha256, label=label, source="upload")
     return UploadResponse(image_sha256=image.sha256, label=label, new_image=new)
@@ -150,7 +186,7 @@ def ready(holder: HolderDep, pool: PoolDep) -> Ready | JSONResponse:
     try:
         with pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any DB failure means not ready
+    except Exception as exc:
         raise APIError(503, "database_unavailable", f"PostgreSQL is not reachable: {exc}") from exc
     if not holder.loaded:
         detail = f" Last load error: {holder.last_error}" if holder.last_error else ""
@@ -174,16 +210,22 @@ def stats(settings: SettingsDep, conn: ConnDep) -> Stats:
     totals = repo.stats(conn)
     acc, n = repo.feedback_accuracy(conn)
     return Stats(
-        **totals, labels_by_class=repo.labels_by_class(conn),
+        **totals,
+        labels_by_class=repo.labels_by_class(conn),
         predictions_since_retrain=repo.count_predictions_since_retrain(conn),
-        retrain_threshold=settings.retrain_threshold, feedback_accuracy=acc, feedback_window=n,
+        retrain_threshold=settings.retrain_threshold,
+        feedback_accuracy=acc,
+        feedback_window=n,
     )
 
 
 @router.get("/predictions", response_model=list[RecentPrediction], tags=["labels"])
 def recent(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[RecentPrediction]:
     """The most recent predictions with their confirmed labels."""
-    return [RecentPrediction(**{**r, "image_sha256": r["image_sha256"].strip()}) for r in repo.recent_predictions(conn, limit)]
+    return [
+        RecentPrediction(**{**r, "image_sha256": r["image_sha256"].strip()})
+        for r in repo.recent_predictions(conn, limit)
+    ]
 
 
 @router.get(

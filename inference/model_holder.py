@@ -139,7 +139,7 @@ def load_model_dir(path: Path, source: str | None = None) -> LoadedModel:
         probs = model.run(np.zeros((1, size, size, 3), np.float32))
     except ModelLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure to load becomes one precise error
+    except Exception as exc:
         raise ModelLoadError(f"model at {path} failed to load: {exc}") from exc
     if probs.shape != (1, len(model.class_names)) or not np.isclose(probs.sum(), 1.0, atol=1e-3):
         raise ModelLoadError(f"model at {path} gives outputs of shape {probs.shape}, not class probabilities")

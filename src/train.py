@@ -75,7 +75,9 @@ def _subsample(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
     return keep
 
 
-def assemble_samples(settings: Settings, config: TrainConfig, extra: list[Sample] | None = None) -> tuple[list[Sample], list[Sample]]:
+def assemble_samples(
+    settings: Settings, config: TrainConfig, extra: list[Sample] | None = None
+) -> tuple[list[Sample], list[Sample]]:
     """Train/validation samples across every dataset, each split on its own groups."""
     raw = settings.data_dir / "raw"
     if not raw.is_dir():
@@ -100,7 +102,9 @@ def _features(extractor, samples: list[Sample], copies: int) -> tuple[np.ndarray
     shas = [file_sha(s.path) for s in samples]
     feats = extractor.features(((sha, s.path.read_bytes) for sha, s in zip(shas, samples, strict=True)), copies)
     x = np.concatenate([feats[sha] for sha in shas])
-    y = np.concatenate([[CLASS_NAMES.index(s.label)] * feats[sha].shape[0] for sha, s in zip(shas, samples, strict=True)])
+    y = np.concatenate(
+        [[CLASS_NAMES.index(s.label)] * feats[sha].shape[0] for sha, s in zip(shas, samples, strict=True)]
+    )
     return x, y.astype(np.int64), shas
 
 
@@ -114,13 +118,15 @@ def new_version() -> str:
     return datetime.now(UTC).strftime("local-%Y%m%dT%H%M%S%fZ")
 
 
-def train(settings: Settings, config: TrainConfig, extra: list[Sample] | None = None, out_root: Path | None = None) -> TrainResult:
+def train(
+    settings: Settings, config: TrainConfig, extra: list[Sample] | None = None, out_root: Path | None = None
+) -> TrainResult:
     """Train, evaluate on the held-out split, export; returns where everything went."""
     import keras
     import tensorflow as tf
 
     from src.features import FeatureExtractor
-    from src.model import assemble, build_backbone, build_head, export_tflite, unfreeze_top
+    from src.model import assemble, build_backbone, build_head, export_tflite
 
     keras.utils.set_random_seed(config.seed)
     timings: dict[str, float] = {}
@@ -139,11 +145,22 @@ def train(settings: Settings, config: TrainConfig, extra: list[Sample] | None = 
 
     t0 = time.perf_counter()
     head = build_head(x_train.shape[1])
-    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    head.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
     fit = head.fit(
-        x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs, batch_size=config.batch_size,
-        class_weight=class_weights(y_train), callbacks=[stop], verbose=0, shuffle=True,
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        class_weight=class_weights(y_train),
+        callbacks=[stop],
+        verbose=0,
+        shuffle=True,
     )
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     model = assemble(backbone, head)
@@ -177,11 +194,15 @@ def train(settings: Settings, config: TrainConfig, extra: list[Sample] | None = 
         **{k: v for k, v in vars(config).items() if k != "datasets"},
         "datasets": ",".join(sorted({s.dataset for s in train_s})),
         **{f"arch_{k}": v for k, v in arch.as_dict().items()},
-        "n_train": len(train_s), "n_val": len(val_s),
-        "features_computed": extractor.stats.computed, "features_cached": extractor.stats.cached,
+        "n_train": len(train_s),
+        "n_val": len(val_s),
+        "features_computed": extractor.stats.computed,
+        "features_cached": extractor.stats.cached,
     }
     artifacts = {
-        "confusion_matrix": plot_confusion_matrix(report["confusion_matrix"], CLASS_NAMES, model_dir / "confusion_matrix.png", f"validation {version}"),
+        "confusion_matrix": plot_confusion_matrix(
+            report["confusion_matrix"], CLASS_NAMES, model_dir / "confusion_matrix.png", f"validation {version}"
+        ),
         "learning_curves": plot_learning_curves(history, model_dir / "learning_curves.png"),
     }
     metadata = {
@@ -209,22 +230,34 @@ def _fine_tune(model, backbone, train_s, val_s, arch, config, history):
     """Unfreeze the top blocks and train end to end on fresh augmentations each epoch."""
     import keras
 
-    from src.features import augmented_tensors, training_tensor
     from src.data import file_sha
+    from src.features import augmented_tensors, training_tensor
+    from src.model import unfreeze_top
 
     unfreeze_top(backbone, config.fine_tune_layers)
-    model.compile(optimizer=keras.optimizers.Adam(config.fine_tune_lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.fine_tune_lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     y_train = np.array([CLASS_NAMES.index(s.label) for s in train_s])
     y_val = np.array([CLASS_NAMES.index(s.label) for s in val_s])
     x_val = _tensors(val_s, arch)
     weights = class_weights(y_train)
     for epoch in range(config.fine_tune_epochs):
-        x = np.stack([
-            augmented_tensors(s.path.read_bytes(), arch.input_size, arch.backbone, 1, f"{file_sha(s.path)}:{epoch}")[0]
-            if epoch % 2 else training_tensor(s.path.read_bytes(), arch.input_size, arch.backbone)
-            for s in train_s
-        ])
-        fit = model.fit(x, y_train, validation_data=(x_val, y_val), epochs=1, batch_size=32, class_weight=weights, verbose=0)
+        x = np.stack(
+            [
+                augmented_tensors(
+                    s.path.read_bytes(), arch.input_size, arch.backbone, 1, f"{file_sha(s.path)}:{epoch}"
+                )[0]
+                if epoch % 2
+                else training_tensor(s.path.read_bytes(), arch.input_size, arch.backbone)
+                for s in train_s
+            ]
+        )
+        fit = model.fit(
+            x, y_train, validation_data=(x_val, y_val), epochs=1, batch_size=32, class_weight=weights, verbose=0
+        )
         for k, vs in fit.history.items():
             history.setdefault(k, []).extend(float(v) for v in vs)
     return history
@@ -249,7 +282,9 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]
     p.add_argument("--fine-tune-epochs", type=int, default=c.fine_tune_epochs)
     p.add_argument("--fine-tune-layers", type=int, default=c.fine_tune_layers)
     p.add_argument("--seed", type=int, default=c.seed)
-    p.add_argument("--split", choices=["group", "random"], default=c.split, help="random only to reproduce per-file numbers")
+    p.add_argument(
+        "--split", choices=["group", "random"], default=c.split, help="random only to reproduce per-file numbers"
+    )
     p.add_argument("--val-fraction", type=float, default=c.val_fraction)
     p.add_argument("--max-per-dataset", type=int, default=0, help="subsample for quick runs (0 = all)")
     p.add_argument("--datasets", nargs="*", default=[], help="dataset folder names under Data/raw (default all)")
@@ -257,9 +292,15 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]
     p.add_argument("--if-missing", action="store_true", help="do nothing when artifacts/model already exists")
     args = p.parse_args(argv)
     config = TrainConfig(
-        epochs=args.epochs, aug_copies=args.aug_copies, fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_layers=args.fine_tune_layers, seed=args.seed, split=args.split, val_fraction=args.val_fraction,
-        max_per_dataset=args.max_per_dataset, datasets=args.datasets,
+        epochs=args.epochs,
+        aug_copies=args.aug_copies,
+        fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_layers=args.fine_tune_layers,
+        seed=args.seed,
+        split=args.split,
+        val_fraction=args.val_fraction,
+        max_per_dataset=args.max_per_dataset,
+        datasets=args.datasets,
     )
     return config, args
 
@@ -282,8 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         from src.registry import log_training_run
 
         log_training_run(settings, result)
-    summary = {"version": result.version, "model_dir": str(result.model_dir), "accuracy": result.metrics["accuracy"],
-               "per_dataset": result.metrics["per_dataset"], "timings": {k: round(v, 2) for k, v in result.timings.items()}}
+    summary = {
+        "version": result.version,
+        "model_dir": str(result.model_dir),
+        "accuracy": result.metrics["accuracy"],
+        "per_dataset": result.metrics["per_dataset"],
+        "timings": {k: round(v, 2) for k, v in result.timings.items()},
+    }
     print(json.dumps(summary))
     return 0
 

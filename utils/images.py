@@ -71,9 +71,7 @@ def sniff_format(data: bytes) -> str:
             f"{found.upper()} images are not supported; send a JPEG or PNG photo.",
             415,
         )
-    raise ImageRejected(
-        "not_an_image", "The file is not an image; send a JPEG or PNG photo of a hand.", 415
-    )
+    raise ImageRejected("not_an_image", "The file is not an image; send a JPEG or PNG photo of a hand.", 415)
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -104,9 +102,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return width, height
         i += 2 + length
-    raise ImageRejected(
-        "corrupt_image", "The JPEG is damaged or truncated (no frame header); re-take the photo.", 422
-    )
+    raise ImageRejected("corrupt_image", "The JPEG is damaged or truncated (no frame header); re-take the photo.", 422)
 
 
 def header_size(data: bytes, fmt: str) -> tuple[int, int]:

@@ -51,7 +51,9 @@ def plot_confusion_matrix(cm: list[list[int]], class_names: tuple[str, ...], pat
     ax.set_title(title or "confusion matrix")
     for i in range(arr.shape[0]):
         for j in range(arr.shape[1]):
-            ax.text(j, i, str(arr[i, j]), ha="center", va="center", color="white" if arr[i, j] > arr.max() / 2 else "black")
+            ax.text(
+                j, i, str(arr[i, j]), ha="center", va="center", color="white" if arr[i, j] > arr.max() / 2 else "black"
+            )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -21,9 +21,7 @@ PLACEHOLDER = "change-me"
 class Settings(BaseSettings):
     """Typed configuration; validated once at start-up."""
 
-    model_config = SettingsConfigDict(
-        env_file=str(PROJECT_ROOT / ".env"), env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_file=str(PROJECT_ROOT / ".env"), env_file_encoding="utf-8", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
@@ -104,8 +102,7 @@ class Settings(BaseSettings):
             ]
             if weak:
                 raise ValueError(
-                    "refusing to start in production with placeholder secrets: "
-                    + ", ".join(n.upper() for n in weak)
+                    "refusing to start in production with placeholder secrets: " + ", ".join(n.upper() for n in weak)
                 )
         return self
 
