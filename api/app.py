@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from starlette.responses import Response
+from prometheus_client import REGISTRY
 
 from api import metrics
 from api.errors import error_response, install_error_handlers
@@ -83,14 +82,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
 
-    @app.get(
-        "/metrics",
-        tags=["ops"],
-        response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
-    )
-    def prometheus_metrics() -> Response:
-        """Prometheus exposition of the backend's metrics."""
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
+    metrics.install(app)
     return app

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Gauge, Histogram
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +82,17 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily("rps_feedback_window_size", "Confirmed predictions in the accuracy window", value=n)
         if acc is not None:
             yield GaugeMetricFamily("rps_feedback_accuracy", "Share of recent predictions users confirmed", value=acc)
+
+
+def install(app: FastAPI) -> None:
+    """Expose `/metrics` (and, from the monitoring work, request instrumentation)."""
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    )
+    def prometheus_metrics() -> Response:
+        """Prometheus exposition of the backend's metrics."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
