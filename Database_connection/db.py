@@ -25,12 +25,13 @@ def _plain(url: str) -> str:
 
 
 def make_pool(url: str, min_size: int = 1, max_size: int = 10) -> ConnectionPool:
-    """An open pool whose connections return rows as dicts."""
+    """An open pool of autocommit connections returning dict rows; multi-statement work
+    opens `conn.transaction()` explicitly."""
     pool = ConnectionPool(
         _plain(url),
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row},
+        kwargs={"row_factory": dict_row, "autocommit": True},
         open=False,
         name="rps",
     )

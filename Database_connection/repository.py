@@ -10,14 +10,13 @@ from typing import Any
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-_RETRAIN_LOCK = 72_410_002  # serialises threshold checks so one crossing makes one request
-
 
 @dataclass(frozen=True)
 class StoredPrediction:
     id: int
     created_at: datetime
     retrain_request_id: int | None
+    predictions_since_retrain: int
 
 
 def insert_image(
@@ -40,10 +39,15 @@ def insert_image(
     return cur.rowcount == 1
 
 
-def insert_prediction(
+def record_prediction(
     conn: Connection,
     *,
-    image_sha256: str,
+    sha256: str,
+    content: bytes,
+    fmt: str,
+    width: int,
+    height: int,
+    original_name: str | None,
     label: str,
     confidence: float,
     probabilities: dict[str, float],
@@ -51,35 +55,33 @@ def insert_prediction(
     latency_ms: float,
     threshold: int,
 ) -> StoredPrediction:
-    """Insert a prediction and, in the same transaction, record a retrain request if this
-    prediction brings the derived count to the threshold."""
+    """Store the image (once per hash) and the prediction, and record a retrain request when
+    this prediction brings the derived count to `threshold` — one atomic round trip
+    (the `record_prediction` SQL function, migration 0002)."""
     row = conn.execute(
-        "INSERT INTO predictions (image_sha256, label, confidence, probabilities, model_version, latency_ms)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id, created_at",
-        (image_sha256, label, confidence, Jsonb(probabilities), model_version, latency_ms),
+        "SELECT * FROM record_prediction(%s, %s, %s, %s::int, %s::int, 'predict', %s::text, %s::text,"
+        " %s::real, %s, %s::text, %s::real, %s::int)",
+        (
+            sha256,
+            content,
+            fmt,
+            width,
+            height,
+            original_name,
+            label,
+            confidence,
+            Jsonb(probabilities),
+            model_version,
+            latency_ms,
+            threshold,
+        ),
     ).fetchone()
-    request_id = maybe_request_retrain(conn, threshold)
-    return StoredPrediction(id=row["id"], created_at=row["created_at"], retrain_request_id=request_id)
-
-
-def maybe_request_retrain(conn: Connection, threshold: int) -> int | None:
-    """Record one retrain request when the predictions since the last one reach `threshold`.
-
-    The advisory lock is held to the end of the caller's transaction, so concurrent
-    predictions see each other's requests and a crossing is recorded exactly once.
-    """
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_RETRAIN_LOCK,))
-    row = conn.execute(
-        "SELECT count(*) AS n, max(id) AS last_id FROM predictions"
-        " WHERE id > (SELECT coalesce(max(last_prediction_id), 0) FROM retrain_requests)"
-    ).fetchone()
-    if row["n"] < threshold:
-        return None
-    created = conn.execute(
-        "INSERT INTO retrain_requests (last_prediction_id, prediction_count) VALUES (%s, %s) RETURNING id",
-        (row["last_id"], row["n"]),
-    ).fetchone()
-    return int(created["id"])
+    return StoredPrediction(
+        id=row["prediction_id"],
+        created_at=row["created_at"],
+        retrain_request_id=row["retrain_request_id"],
+        predictions_since_retrain=row["predictions_since_retrain"],
+    )
 
 
 def get_prediction(conn: Connection, prediction_id: int) -> dict[str, Any] | None:
@@ -254,3 +256,50 @@ def last_retrain_duration(conn: Connection) -> float | None:
         " WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1"
     ).fetchone()
     return None if row is None else float(row["s"])
+
+
+# --- monitoring (read at scrape time by api.metrics.DatabaseCollector) ----------------
+
+# A retrain's outcome as operators read it: failed, or the gate's decision when it finished.
+_RETRAIN_OUTCOME = "CASE WHEN state = 'failed' THEN 'failed' ELSE coalesce(gate_decision, state) END"
+_FINISHED_RETRAINS = (
+    f"SELECT {_RETRAIN_OUTCOME} AS outcome, extract(epoch FROM finished_at - requested_at)::float AS s"
+    " FROM retrain_requests WHERE finished_at IS NOT NULL AND state IN ('succeeded', 'failed')"
+)
+
+
+def retrain_duration_histogram(conn: Connection, buckets: list[float]) -> dict[str, dict[str, Any]]:
+    """Finished retrains by outcome (failed/promoted/rejected): count, total seconds from the
+    request to the end of the run, and cumulative counts for each `le` in `buckets`."""
+    totals = conn.execute(
+        f"SELECT outcome, count(*) AS n, sum(s) AS total FROM ({_FINISHED_RETRAINS}) d GROUP BY outcome"
+    ).fetchall()
+    out = {r["outcome"]: {"count": int(r["n"]), "sum": float(r["total"]), "buckets": []} for r in totals}
+    rows = conn.execute(
+        f"SELECT d.outcome, le, count(*) FILTER (WHERE d.s <= le) AS n FROM ({_FINISHED_RETRAINS}) d"
+        " CROSS JOIN unnest(%s::float8[]) AS le GROUP BY d.outcome, le ORDER BY d.outcome, le",
+        (buckets,),
+    ).fetchall()
+    for r in rows:
+        out[r["outcome"]]["buckets"].append((float(r["le"]), int(r["n"])))
+    return out
+
+
+def last_finished_retrain(conn: Connection) -> dict[str, Any] | None:
+    """The most recently finished retrain: outcome, finish time (epoch seconds)."""
+    return conn.execute(
+        f"SELECT {_RETRAIN_OUTCOME} AS outcome, state, extract(epoch FROM finished_at)::float AS finished_at"
+        " FROM retrain_requests WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1"
+    ).fetchone()
+
+
+def labels_awaiting_retrain(conn: Connection) -> tuple[int, float | None]:
+    """Human labels (feedback, upload) given after the last successful retrain assembled its
+    data, and the epoch time of the oldest of them: labels no served model has learnt from."""
+    row = conn.execute(
+        "SELECT count(*) AS n, extract(epoch FROM min(updated_at))::float AS oldest FROM labels"
+        " WHERE source IN ('feedback', 'upload') AND updated_at > coalesce("
+        " (SELECT max(coalesce(started_at, triggered_at, requested_at)) FROM retrain_requests"
+        "  WHERE state = 'succeeded'), '-infinity'::timestamptz)"
+    ).fetchone()
+    return int(row["n"]), row["oldest"]

@@ -26,7 +26,7 @@ def get_holder(request: Request) -> ModelHolder:
 
 
 def get_conn(pool: Annotated[ConnectionPool, Depends(get_pool)]) -> Iterator[Connection]:
-    """A pooled connection; its block is one transaction, committed on success."""
+    """A pooled autocommit connection; handlers open `conn.transaction()` for multi-statement work."""
     with pool.connection() as conn:
         yield conn
 

@@ -74,28 +74,21 @@ def predict(
     except ModelNotLoaded as exc:
         raise APIError(503, "model_not_loaded", str(exc)) from exc
     result = model.predict_tensor(model.prepare(image.bgr))
-    with conn.transaction():
-        repo.insert_image(
-            conn,
-            sha256=image.sha256,
-            content=data,
-            fmt=image.format,
-            width=image.width,
-            height=image.height,
-            source="predict",
-            original_name=file.filename,
-        )
-        stored = repo.insert_prediction(
-            conn,
-            image_sha256=image.sha256,
-            label=result.label,
-            confidence=result.confidence,
-            probabilities=result.probabilities,
-            model_version=result.model_version,
-            latency_ms=result.latency_ms,
-            threshold=settings.retrain_threshold,
-        )
-        since = repo.count_predictions_since_retrain(conn)
+    stored = repo.record_prediction(
+        conn,
+        sha256=image.sha256,
+        content=data,
+        fmt=image.format,
+        width=image.width,
+        height=image.height,
+        original_name=file.filename,
+        label=result.label,
+        confidence=result.confidence,
+        probabilities=result.probabilities,
+        model_version=result.model_version,
+        latency_ms=result.latency_ms,
+        threshold=settings.retrain_threshold,
+    )
     metrics.PREDICTIONS.labels(label=result.label).inc()
     metrics.PREDICTION_LATENCY.observe(result.latency_ms / 1000)
     metrics.PREDICTION_CONFIDENCE.observe(result.confidence)
@@ -111,7 +104,7 @@ def predict(
         model_version=result.model_version,
         latency_ms=round(result.latency_ms, 3),
         image_sha256=image.sha256,
-        predictions_since_retrain=since,
+        predictions_since_retrain=stored.predictions_since_retrain,
         retrain_threshold=settings.retrain_threshold,
     )
 

@@ -96,9 +96,7 @@ def dvc_pull(target: str, cwd: Path) -> None:
         raise RuntimeError(f"dvc pull {target} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def group_split(
-    samples: list[Sample], val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[Sample], list[Sample]]:
+def group_split(samples: list[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """Stratified split in which no group is on both sides."""
     labels = np.array([s.label for s in samples])
     groups = np.array([s.group for s in samples])
@@ -108,9 +106,7 @@ def group_split(
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 
-def random_split(
-    samples: list[Sample], val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[Sample], list[Sample]]:
+def random_split(samples: list[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """Per-file random split: only for reproducing the original project's published number."""
     train, val = train_test_split(
         samples, test_size=val_fraction, random_state=seed, stratify=[s.label for s in samples]

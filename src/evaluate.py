@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=settings.artifacts_dir / "eval", help="where the PNG goes")
     args = parser.parse_args(argv)
     logging.basicConfig(level="WARNING")
+    if not args.data.is_dir():
+        print(f"error: the data folder {args.data} does not exist", file=sys.stderr)
+        return 2
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model = load_for_evaluation(args.model, settings, Path(tmp))
@@ -80,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     png = plot_confusion_matrix(
-        report["confusion_matrix"], CLASS_NAMES, args.out / "confusion_matrix.png", f"{model.version} on {args.data.name}"
+        report["confusion_matrix"],
+        CLASS_NAMES,
+        args.out / "confusion_matrix.png",
+        f"{model.version} on {args.data.name}",
     )
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
@@ -89,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "accuracy": report["accuracy"],
-                "per_class": {k: {m: v[m] for m in ("precision", "recall", "f1")} for k, v in report["per_class"].items()},
+                "per_class": {
+                    k: {m: v[m] for m in ("precision", "recall", "f1")} for k, v in report["per_class"].items()
+                },
                 "n": report["n"],
                 "macro_f1": report["macro_f1"],
                 "model_version": model.version,

@@ -64,9 +64,7 @@ class FeatureExtractor:
         self.stats.seconds_extracting += time.perf_counter() - start
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-    def features(
-        self, items: Iterable[tuple[str, Callable[[], bytes]]], copies: int = 0
-    ) -> dict[str, np.ndarray]:
+    def features(self, items: Iterable[tuple[str, Callable[[], bytes]]], copies: int = 0) -> dict[str, np.ndarray]:
         """Map sha → array (1 + copies, D): row 0 un-augmented, then the augmented copies."""
         result: dict[str, np.ndarray] = {}
         pending: list[tuple[str, list[np.ndarray]]] = []

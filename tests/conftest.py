@@ -39,9 +39,10 @@ def sample_images() -> dict[str, list[Path]]:
     """A few real images per class from each shared dataset."""
     out: dict[str, list[Path]] = {}
     for label in ("rock", "paper", "scissors"):
-        out[label] = sorted((DATASETS / "seed-drgfreeman" / label).iterdir())[:4] + sorted(
-            (DATASETS / "roboflow-sxsw" / label).iterdir()
-        )[:4]
+        out[label] = (
+            sorted((DATASETS / "seed-drgfreeman" / label).iterdir())[:4]
+            + sorted((DATASETS / "roboflow-sxsw" / label).iterdir())[:4]
+        )
     return out
 
 
@@ -94,7 +95,11 @@ def trained_model(data_dir: Path) -> Iterator[dict]:
     env = {**os.environ, **model_env(data_dir, artifacts)}
     proc = subprocess.run(
         [sys.executable, "-m", "src.train", "--aug-copies", "0", "--epochs", "40", "--no-publish"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -112,8 +117,13 @@ def settings(db_url: str, model_dir: Path, data_dir: Path, tmp_path: Path):
     from utils.settings import Settings
 
     return Settings(
-        database_url=db_url, model_dir=model_dir, data_dir=data_dir, artifacts_dir=tmp_path / "artifacts",
-        backbone_weights=str(WEIGHTS), mlflow_tracking_uri="", retrain_threshold=3,
+        database_url=db_url,
+        model_dir=model_dir,
+        data_dir=data_dir,
+        artifacts_dir=tmp_path / "artifacts",
+        backbone_weights=str(WEIGHTS),
+        mlflow_tracking_uri="",
+        retrain_threshold=3,
     )
 
 

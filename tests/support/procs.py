@@ -55,9 +55,7 @@ def start(name: str, args: list[str], env: dict[str, str], log_dir: Path, cwd: P
     log_path = log_dir / f"{name}.log"
     fh = log_path.open("wb")
     full_env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", **env}
-    popen = subprocess.Popen(
-        args, cwd=cwd, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    popen = subprocess.Popen(args, cwd=cwd, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     return Proc(name, popen, log_path)
 
 

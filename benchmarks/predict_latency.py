@@ -1,0 +1,116 @@
+"""POST /predict latency over loopback vs the raw model call vs naive `model.predict`.
+
+One process: a throwaway PostgreSQL database, the real backend (uvicorn in a thread)
+serving the model in MODEL_DIR, and an HTTP client sending a 300x200 PNG.
+
+    .venv/bin/python benchmarks/predict_latency.py [--n 200] [--model-dir artifacts/model]
+
+Targets: /predict p50 within 1.5x of the raw model call (bytes → probabilities, in
+process), and at least 3x faster than the naive per-request Keras `model.predict`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from Database_connection.db import drop_database, ensure_database  # noqa: E402
+from inference.model_holder import load_model_dir  # noqa: E402
+from utils.settings import Settings, get_settings  # noqa: E402
+
+
+def pct(samples: list[float], q: float) -> float:
+    return float(np.percentile(samples, q))
+
+
+def timed(fn, n: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--naive-n", type=int, default=30)
+    parser.add_argument("--model-dir", type=Path, default=get_settings().model_dir)
+    parser.add_argument("--image", type=Path, default=None, help="a 300x200 PNG (default: first seed rock image)")
+    args = parser.parse_args()
+    base = get_settings()
+    image = args.image or sorted((base.dataset_dirs[0] / "rock").glob("*.png"))[0]
+    data = image.read_bytes()
+
+    db_name = f"rps_bench_{uuid.uuid4().hex[:8]}"
+    db_url = base.database_url.rsplit("/", 1)[0] + "/" + db_name
+    ensure_database(db_url)
+    settings = Settings(database_url=db_url, model_dir=args.model_dir, backend_port=0, retrain_threshold=10**9)
+    from api.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            files = {"file": (image.name, data, "image/png")}
+            http = timed(lambda: client.post("/predict", files=files).raise_for_status(), args.n)
+        model = load_model_dir(args.model_dir)
+        raw = timed(lambda: model.predict_tensor(model.prepare(data)), args.n)
+        tensor = model.prepare(data)[None]
+        invoke = timed(lambda: model.run(tensor), args.n)
+
+        import keras
+
+        from utils.images import preprocess_image
+
+        keras_model = keras.models.load_model(args.model_dir / "model.keras")
+        naive = timed(
+            lambda: keras_model.predict(preprocess_image(data, model.input_size, model.backbone)[None], verbose=0),
+            args.naive_n,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        drop_database(db_url)
+
+    rows = [
+        ("POST /predict (HTTP + decode + model + PostgreSQL)", http),
+        ("raw model call (decode + preprocess + TFLite, in process)", raw),
+        ("TFLite invoke only", invoke),
+        ("naive Keras model.predict per request", naive),
+    ]
+    print(f"image {image.name} ({len(data)} bytes); model {model.version}")
+    for name, samples in rows:
+        print(f"{name:58s} p50 {pct(samples, 50):7.2f} ms  p95 {pct(samples, 95):7.2f} ms  n={len(samples)}")
+    p50_http, p50_raw, p50_naive = statistics.median(http), statistics.median(raw), statistics.median(naive)
+    ratio_raw = p50_http / p50_raw
+    ratio_naive = p50_naive / p50_http
+    print(
+        f"/predict p50 / raw model call p50 = {ratio_raw:.2f}x (target <= 1.5x): "
+        f"{'PASS' if ratio_raw <= 1.5 else 'MISS'}"
+    )
+    print(f"naive p50 / /predict p50 = {ratio_naive:.2f}x (target >= 3x): {'PASS' if ratio_naive >= 3 else 'MISS'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
