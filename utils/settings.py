@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     airflow_ui_url: str = "http://127.0.0.1:8080"
 
+    # UI
+    # Streamlit pages and the OpenCV webcam client (frontend/, inference/webcam.py).
+    ui_request_timeout_s: float = Field(default=10.0, gt=0)
+    ui_recent_predictions: int = Field(default=12, ge=1, le=200)
+    live_max_predictions_per_second: float = Field(default=2.0, gt=0, le=30)
+    live_use_local_model: bool = False
+    # WebRTC ICE servers as JSON, e.g. [{"urls": ["turn:turn.example.org:3478"], "username": "u",
+    # "credential": "p"}]. Empty works on localhost only; see docs/ui.md for public deployments.
+    webrtc_ice_servers: list[dict[str, object]] = Field(default_factory=list)
+
     @property
     def dataset_dirs(self) -> list[Path]:
         """`RPS_DATASET_DIRS` as paths: separated by `:` or `,`, relative to the project."""

@@ -1,0 +1,248 @@
+"""The live page's frame path, without Streamlit: annotate every frame, predict at most N/s.
+
+`LiveAnnotator.on_frame` is the `video_frame_callback` given to streamlit-webrtc. It runs on
+the WebRTC worker thread for every frame: it keeps a copy of the raw frame (for "save this
+frame"), asks the predictor for a new prediction when the throttle allows, and draws the
+latest prediction on the frame. The prediction call is synchronous; with streamlit-webrtc's
+`async_processing` the frames that arrive meanwhile are dropped rather than queued, so the
+video never lags behind the camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from frontend.client import BackendClient, BackendError, BackendUnavailable
+from inference.overlay import draw_prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LivePrediction:
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    latency_ms: float
+    prediction_id: int | None = None
+
+
+class Predictor(Protocol):
+    description: str
+
+    def __call__(self, frame_bgr: np.ndarray) -> LivePrediction: ...
+
+
+class BackendPredictor:
+    """POST the JPEG-encoded frame to the backend's `/predict` (stored like any prediction)."""
+
+    def __init__(self, client: BackendClient, jpeg_quality: int = 90) -> None:
+        self.client = client
+        self.jpeg_quality = jpeg_quality
+        self.description = f"backend {client.base_url}"
+
+    def __call__(self, frame_bgr: np.ndarray) -> LivePrediction:
+        start = time.perf_counter()
+        data = encode_jpeg(frame_bgr, self.jpeg_quality)
+        result = self.client.predict(data, filename="live-frame.jpg")
+        return LivePrediction(
+            label=result["label"],
+            confidence=float(result["confidence"]),
+            probabilities={k: float(v) for k, v in result["probabilities"].items()},
+            latency_ms=(time.perf_counter() - start) * 1000,
+            prediction_id=result.get("prediction_id"),
+        )
+
+
+class LocalPredictor:
+    """Run the served TFLite model in this process (no network, nothing stored)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.description = f"local model {model.version}"
+
+    def __call__(self, frame_bgr: np.ndarray) -> LivePrediction:
+        start = time.perf_counter()
+        p = self.model.predict_tensor(self.model.prepare(frame_bgr))
+        return LivePrediction(
+            label=p.label,
+            confidence=p.confidence,
+            probabilities=p.probabilities,
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+
+def encode_jpeg(frame_bgr: np.ndarray, quality: int = 90) -> bytes:
+    ok, buf = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("OpenCV could not encode the frame as JPEG")
+    return buf.tobytes()
+
+
+def _percentile(values: deque[float], q: float) -> float | None:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else None
+
+
+@dataclass
+class LiveStats:
+    """Counters of one annotator since it was created (thread-safe snapshot via the annotator)."""
+
+    frames: int = 0
+    predictions: int = 0
+    errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.frame_ms: deque[float] = deque(maxlen=300)
+        self.prediction_ms: deque[float] = deque(maxlen=100)
+        self.frame_times: deque[float] = deque(maxlen=120)
+        self.prediction_times: deque[float] = deque(maxlen=60)
+
+
+class LiveAnnotator:
+    """Annotates every frame with the latest prediction; predictions at most `max_per_second`."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        max_per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        log_every_s: float = 5.0,
+    ) -> None:
+        if max_per_second <= 0:
+            raise ValueError("max_per_second must be positive")
+        self.predictor = predictor
+        self.min_interval = 1.0 / max_per_second
+        self.clock = clock
+        self.log_every_s = log_every_s
+        self._lock = threading.Lock()
+        self._latest_frame: np.ndarray | None = None
+        self._prediction: LivePrediction | None = None
+        self._error = ""
+        self._last_call = -float("inf")
+        self._last_log = clock()
+        self.stats = LiveStats()
+
+    # The WebRTC worker thread calls these.
+    def on_frame(self, frame: Any) -> Any:
+        """streamlit-webrtc's `video_frame_callback`: av.VideoFrame in, annotated one out."""
+        import av
+
+        out = self.annotate(frame.to_ndarray(format="bgr24"))
+        new = av.VideoFrame.from_ndarray(out, format="bgr24")
+        new.pts = frame.pts
+        if frame.time_base is not None:
+            new.time_base = frame.time_base
+        return new
+
+    def annotate(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Annotate one BGR frame (returns a new array; the input is kept as the raw frame)."""
+        start = self.clock()
+        predicted = False
+        if start - self._last_call >= self.min_interval:
+            self._last_call = start
+            predicted = self._predict(frame_bgr)
+        with self._lock:
+            self._latest_frame = frame_bgr
+            prediction, error = self._prediction, self._error
+        fps = self._fps()
+        note = f"{fps:.0f} fps" if fps else ""
+        annotated = draw_prediction(
+            frame_bgr.copy(),
+            prediction.label if prediction else None,
+            prediction.confidence if prediction else None,
+            note=note,
+            error=error,
+        )
+        end = self.clock()
+        with self._lock:
+            s = self.stats
+            s.frames += 1
+            s.frame_ms.append((end - start) * 1000)
+            s.frame_times.append(end)
+            if predicted:
+                s.predictions += 1
+                s.prediction_times.append(end)
+        if end - self._last_log >= self.log_every_s:
+            self._last_log = end
+            log.info("live stream stats: %s", self.summary())
+        return annotated
+
+    def _predict(self, frame_bgr: np.ndarray) -> bool:
+        try:
+            prediction = self.predictor(frame_bgr)
+        except BackendUnavailable as exc:
+            self._set_error("backend unavailable", exc)
+            return False
+        except BackendError as exc:
+            self._set_error(exc.message[:60], exc)
+            return False
+        except Exception as exc:
+            log.exception("live prediction failed")
+            self._set_error("prediction failed", exc)
+            return False
+        with self._lock:
+            self._prediction, self._error = prediction, ""
+            self.stats.prediction_ms.append(prediction.latency_ms)
+        return True
+
+    def _set_error(self, text: str, exc: Exception) -> None:
+        log.warning("live prediction failed: %s", exc)
+        with self._lock:
+            self._error = text
+            self.stats.errors += 1
+
+    def _fps(self) -> float:
+        times = self.stats.frame_times
+        if len(times) < 2 or times[-1] == times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    # The page's script thread calls these.
+    def latest_frame(self) -> np.ndarray | None:
+        """The most recent raw (unannotated) frame, or None before the first one."""
+        with self._lock:
+            return None if self._latest_frame is None else self._latest_frame.copy()
+
+    @property
+    def prediction(self) -> LivePrediction | None:
+        with self._lock:
+            return self._prediction
+
+    def snapshot(self) -> dict[str, Any]:
+        """Numbers for the page and the logs: counts, rates and latencies."""
+        with self._lock:
+            s = self.stats
+            now = self.clock()
+            recent = [t for t in s.prediction_times if now - t <= 5.0]
+            return {
+                "frames": s.frames,
+                "predictions": s.predictions,
+                "errors": s.errors,
+                "fps": self._fps() if s.frame_times and now - s.frame_times[-1] < 2.0 else 0.0,
+                "predictions_per_s": len(recent) / 5.0,
+                "frame_ms_p50": _percentile(s.frame_ms, 50),
+                "frame_ms_p95": _percentile(s.frame_ms, 95),
+                "prediction_ms_p50": _percentile(s.prediction_ms, 50),
+                "label": self._prediction.label if self._prediction else None,
+                "confidence": self._prediction.confidence if self._prediction else None,
+                "error": self._error,
+            }
+
+    def summary(self) -> str:
+        s = self.snapshot()
+        p50 = s["frame_ms_p50"] or 0.0
+        pred = s["prediction_ms_p50"] or 0.0
+        return (
+            f"frames={s['frames']} predictions={s['predictions']} errors={s['errors']} fps={s['fps']:.1f} "
+            f"frame_ms_p50={p50:.1f} prediction_ms_p50={pred:.1f}"
+        )
