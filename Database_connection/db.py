@@ -19,7 +19,7 @@ _MIGRATION_LOCK = 72_410_001  # advisory lock key: one migrator at a time across
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def _plain(url: str) -> str:
+def libpq_url(url: str) -> str:
     """Accept SQLAlchemy-style URLs (`postgresql+psycopg2://`) as well as libpq ones."""
     return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
@@ -28,7 +28,7 @@ def make_pool(url: str, min_size: int = 1, max_size: int = 10) -> ConnectionPool
     """An open pool of autocommit connections returning dict rows; multi-statement work
     opens `conn.transaction()` explicitly."""
     pool = ConnectionPool(
-        _plain(url),
+        libpq_url(url),
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
@@ -44,7 +44,7 @@ def wait_for_db(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with psycopg.connect(_plain(url), connect_timeout=3) as conn:
+            with psycopg.connect(libpq_url(url), connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
             return
         except psycopg.OperationalError as exc:
@@ -70,7 +70,7 @@ def migration_files() -> list[tuple[int, Path]]:
 def migrate(url: str) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     applied: list[str] = []
-    with psycopg.connect(_plain(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
             conn.execute(
@@ -98,9 +98,9 @@ def migrate(url: str) -> list[str]:
 def ensure_database(url: str) -> bool:
     """Create the role and database named in `url` if missing (needs a superuser on the
     maintenance database, as the local trust-auth server gives). Returns True if created."""
-    params = conninfo_to_dict(_plain(url))
+    params = conninfo_to_dict(libpq_url(url))
     dbname, user, password = params.get("dbname"), params.get("user"), params.get("password")
-    admin = make_conninfo(_plain(url), dbname="postgres", user="postgres", password="")
+    admin = make_conninfo(libpq_url(url), dbname="postgres", user="postgres", password="")
     created = False
     with psycopg.connect(admin, autocommit=True) as conn:
         if user and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname=%s", (user,)).fetchone():
@@ -119,7 +119,7 @@ def ensure_database(url: str) -> bool:
 
 def drop_database(url: str) -> None:
     """Drop a (throwaway) database, disconnecting its sessions first."""
-    params = conninfo_to_dict(_plain(url))
-    admin = make_conninfo(_plain(url), dbname="postgres", user="postgres", password="")
+    params = conninfo_to_dict(libpq_url(url))
+    admin = make_conninfo(libpq_url(url), dbname="postgres", user="postgres", password="")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params["dbname"])))

@@ -303,3 +303,12 @@ def labels_awaiting_retrain(conn: Connection) -> tuple[int, float | None]:
         "  WHERE state = 'succeeded'), '-infinity'::timestamptz)"
     ).fetchone()
     return int(row["n"]), row["oldest"]
+
+
+def fail_retrain_if_open(conn: Connection, request_id: int, error: str) -> None:
+    """Mark failed unless the pipeline already recorded an outcome (its reason wins)."""
+    conn.execute(
+        "UPDATE retrain_requests SET state = 'failed', finished_at = now(), last_error = coalesce(last_error, %s)"
+        " WHERE id = %s AND state IN ('triggered', 'running')",
+        (error, request_id),
+    )

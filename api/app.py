@@ -11,6 +11,8 @@ from prometheus_client import REGISTRY
 
 from api import metrics
 from api.errors import error_response, install_error_handlers
+from api.model_sync import ModelSync
+from api.retrain import RetrainDispatcher
 from api.routes import router
 from Database_connection import repository as repo
 from Database_connection.db import make_pool, migrate, wait_for_db
@@ -21,9 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def load_initial_model(app: FastAPI) -> None:
-    """Load the configured model; a failure leaves the app up but not ready."""
+    """The registry's champion when MLflow is the model source, else (or as a fallback) the
+    local model directory. A failure leaves the app up but not ready."""
     settings: Settings = app.state.settings
     holder: ModelHolder = app.state.holder
+    sync: ModelSync | None = app.state.model_sync
+    if sync is not None:
+        try:
+            sync.reload_champion()
+            return
+        except Exception as exc:  # noqa: BLE001 - registry down or empty: fall back to the local model
+            log.warning("champion not loaded at start-up (%s); falling back to %s", exc, settings.model_dir)
     try:
         model = holder.load_and_swap(settings.model_dir, source=f"local:{settings.model_dir}")
     except ModelLoadError as exc:
@@ -41,15 +51,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     wait_for_db(settings.database_url)
     migrate(settings.database_url)
-    app.state.pool = make_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
-    collector = metrics.DatabaseCollector(app.state.pool, settings.retrain_threshold)
+    app.state.pool = pool = make_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    collector = metrics.DatabaseCollector(pool, settings.retrain_threshold)
     REGISTRY.register(collector)
+    use_registry = settings.model_source == "mlflow" and bool(settings.mlflow_tracking_uri)
+    app.state.model_sync = ModelSync(settings, app.state.holder, pool) if use_registry else None
+    dispatcher = None
+    if settings.airflow_url:
+        holder: ModelHolder = app.state.holder
+        dispatcher = RetrainDispatcher(settings, pool, lambda: m.version if (m := holder.peek()) else None)
+        app.state.on_retrain_requested = dispatcher.notify
     try:
         load_initial_model(app)
+        if app.state.model_sync is not None:
+            app.state.model_sync.start()
+        if dispatcher is not None:
+            dispatcher.start()
         yield
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
+        if app.state.model_sync is not None:
+            app.state.model_sync.stop()
         REGISTRY.unregister(collector)
-        app.state.pool.close()
+        pool.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

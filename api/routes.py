@@ -3,10 +3,11 @@ CPU-bound decode/inference never blocks the event loop."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api import metrics
@@ -21,11 +22,13 @@ from api.schemas import (
     PredictResponse,
     Ready,
     RecentPrediction,
+    ReloadResponse,
+    RetrainRequest,
     Stats,
     UploadResponse,
 )
 from Database_connection import repository as repo
-from inference.model_holder import ModelNotLoaded
+from inference.model_holder import ModelLoadError, ModelNotLoaded
 from utils.images import ImageRejected, decode_image
 from utils.settings import Settings
 
@@ -233,3 +236,59 @@ def image(sha256: str, conn: ConnDep) -> Response:
     if row is None:
         raise APIError(404, "unknown_image", f"There is no image with hash {sha256}.")
     return Response(bytes(row["content"]), media_type=f"image/{row['format']}")
+
+
+@router.get("/retrains", response_model=list[RetrainRequest], tags=["retraining"])
+def retrains(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[RetrainRequest]:
+    """Retrain requests, newest first: state, Airflow run, timings, data version, versions, gate."""
+    out = []
+    for r in repo.list_retrain_requests(conn, limit):
+        finished, requested = r["finished_at"], r["requested_at"]
+        duration = (finished - requested).total_seconds() if finished else None
+        out.append(RetrainRequest(**r, duration_s=duration))
+    return out
+
+
+def require_admin(settings: Settings, authorization: str | None) -> None:
+    expected = f"Bearer {settings.admin_token}"
+    if not authorization:
+        raise APIError(401, "unauthorized", "Send the admin token as 'Authorization: Bearer <ADMIN_TOKEN>'.")
+    if not hmac.compare_digest(authorization.encode(), expected.encode()):
+        raise APIError(403, "forbidden", "The admin token is wrong.")
+
+
+@router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses={
+        401: {"model": ErrorBody},
+        403: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        502: {"model": ErrorBody},
+    },
+    tags=["model"],
+)
+def admin_reload(
+    request: Request,
+    settings: SettingsDep,
+    holder: HolderDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> ReloadResponse:
+    """Load `models:/<name>@champion`, warm it up and swap it in atomically. In-flight requests
+    finish on the old model; a model that fails to load leaves the old one serving."""
+    require_admin(settings, authorization)
+    sync = getattr(request.app.state, "model_sync", None)
+    if sync is None:
+        raise APIError(409, "registry_not_configured", "MODEL_SOURCE is not mlflow or MLFLOW_TRACKING_URI is unset.")
+    try:
+        model, previous = sync.reload_champion()
+    except ModelLoadError as exc:
+        current = holder.peek()
+        kept = f" Still serving {current.version}." if current else ""
+        raise APIError(502, "model_load_failed", f"{exc}.{kept}") from exc
+    return ReloadResponse(
+        reloaded=previous is not None,
+        version=model.version,
+        previous_version=previous.version if previous else None,
+        source=model.source,
+    )

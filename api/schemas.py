@@ -100,3 +100,31 @@ class RecentPrediction(BaseModel):
     latency_ms: float
     created_at: datetime
     confirmed_label: Label | None
+
+
+class RetrainRequest(BaseModel):
+    id: int
+    state: Literal["pending", "triggered", "running", "succeeded", "failed"]
+    prediction_count: int
+    last_prediction_id: int
+    dag_run_id: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    requested_at: datetime
+    triggered_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None = Field(description="requested → finished, once finished")
+    data_version: str | None
+    model_version_before: str | None
+    model_version_after: str | None
+    gate_decision: Literal["promoted", "rejected"] | None
+    gate_details: dict[str, Any] | None
+
+
+class ReloadResponse(BaseModel):
+    reloaded: bool
+    version: str
+    previous_version: str | None
+    source: str

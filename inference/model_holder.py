@@ -119,11 +119,16 @@ class LoadedModel:
             "class_names": list(self.class_names),
             "metrics": self.metadata.get("metrics", {}),
             "data_version": self.metadata.get("data_version"),
+            "training_id": self.metadata.get("training_id"),
         }
 
 
-def load_model_dir(path: Path, source: str | None = None) -> LoadedModel:
-    """Load `model.tflite` + `metadata.json`, then warm up (first invoke allocates)."""
+def load_model_dir(path: Path, source: str | None = None, version: str | None = None) -> LoadedModel:
+    """Load `model.tflite` + `metadata.json`, then warm up (first invoke allocates).
+
+    `version` names the model as the registry does (e.g. `v3`); the training id stays in
+    the metadata as `training_id`.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     path = Path(path)
@@ -132,6 +137,9 @@ def load_model_dir(path: Path, source: str | None = None) -> LoadedModel:
         raise ModelLoadError(f"{path} has no {TFLITE_FILE} and {METADATA_FILE}; train a model first")
     try:
         metadata = json.loads(meta_file.read_text())
+        metadata.setdefault("training_id", metadata.get("version"))
+        if version:
+            metadata["version"] = version
         interpreter = Interpreter(model_path=str(tflite), num_threads=1)
         interpreter.allocate_tensors()
         model = LoadedModel(path=path.resolve(), metadata=metadata, source=source or str(path), interpreter=interpreter)
@@ -159,6 +167,13 @@ class ModelHolder:
     def loaded(self) -> bool:
         return self._current is not None
 
+    def peek(self) -> LoadedModel | None:
+        """The current model or None, without raising."""
+        return self._current
+
+    def note_failure(self, error: str) -> None:
+        self.last_error, self.last_error_at = error, datetime.now(UTC)
+
     @property
     def current(self) -> LoadedModel:
         model = self._current
@@ -178,7 +193,7 @@ class ModelHolder:
         try:
             model = load_model_dir(path, source)
         except ModelLoadError as exc:
-            self.last_error, self.last_error_at = str(exc), datetime.now(UTC)
+            self.note_failure(str(exc))
             raise
         self.swap(model)
         return model

@@ -54,6 +54,7 @@ class TrainResult:
     timings: dict[str, float]
     artifacts: dict[str, Path]
     params: dict[str, Any]
+    model: Any = None  # the Keras model, for MLflow's keras flavour
 
 
 def _subsample(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
@@ -75,9 +76,7 @@ def _subsample(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
     return keep
 
 
-def assemble_samples(
-    settings: Settings, config: TrainConfig, extra: list[Sample] | None = None
-) -> tuple[list[Sample], list[Sample]]:
+def assemble_samples(settings: Settings, config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     """Train/validation samples across every dataset, each split on its own groups."""
     raw = settings.data_dir / "raw"
     if not raw.is_dir():
@@ -92,7 +91,6 @@ def assemble_samples(
         t, v = splitter(samples, config.val_fraction, config.seed)
         train += t
         val += v
-    train += extra or []
     return train, val
 
 
@@ -119,7 +117,10 @@ def new_version() -> str:
 
 
 def train(
-    settings: Settings, config: TrainConfig, extra: list[Sample] | None = None, out_root: Path | None = None
+    settings: Settings,
+    config: TrainConfig,
+    splits: tuple[list[Sample], list[Sample]] | None = None,
+    out_root: Path | None = None,
 ) -> TrainResult:
     """Train, evaluate on the held-out split, export; returns where everything went."""
     import keras
@@ -131,7 +132,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     timings: dict[str, float] = {}
     arch = Architecture.from_settings(settings)
-    train_s, val_s = assemble_samples(settings, config, extra)
+    train_s, val_s = splits or assemble_samples(settings, config)
     log.info("train %s | val %s", describe(train_s), describe(val_s))
 
     t0 = time.perf_counter()
@@ -217,7 +218,7 @@ def train(
     (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     (model_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     (model_dir / "history.json").write_text(json.dumps(history))
-    return TrainResult(model_dir, version, report, history, timings, artifacts, params)
+    return TrainResult(model_dir, version, report, history, timings, artifacts, params, model)
 
 
 def _tensors(samples: list[Sample], arch: Architecture) -> np.ndarray:
@@ -290,6 +291,7 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]
     p.add_argument("--datasets", nargs="*", default=[], help="dataset folder names under Data/raw (default all)")
     p.add_argument("--no-publish", action="store_true", help="do not point artifacts/model at the result")
     p.add_argument("--if-missing", action="store_true", help="do nothing when artifacts/model already exists")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow even if MLFLOW_TRACKING_URI is set")
     args = p.parse_args(argv)
     config = TrainConfig(
         epochs=args.epochs,
@@ -319,16 +321,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not args.no_publish:
         publish(result.model_dir, settings.model_dir)
-    if settings.mlflow_tracking_uri:
-        from src.registry import log_training_run
+    registered: dict[str, str] = {}
+    if settings.mlflow_tracking_uri and not args.no_mlflow:
+        from src.registry import champion, log_training_run, set_champion
 
-        log_training_run(settings, result)
+        registered = log_training_run(settings, result)
+        if champion(settings) is None:  # the very first model has nothing to beat
+            gate = {"gate_decision": "promoted", "gate_reason": "first model: no champion yet"}
+            set_champion(settings, registered["version"], gate)
+            registered["champion"] = "yes"
     summary = {
         "version": result.version,
         "model_dir": str(result.model_dir),
         "accuracy": result.metrics["accuracy"],
         "per_dataset": result.metrics["per_dataset"],
         "timings": {k: round(v, 2) for k, v in result.timings.items()},
+        "registered": registered,
     }
     print(json.dumps(summary))
     return 0

@@ -72,6 +72,26 @@ class Settings(BaseSettings):
     aws_secret_access_key: str = ""
     aws_default_region: str = "us-east-1"
 
+    # Retraining loop (Airflow DAG, DVC, MLflow gate)
+    data_workspace: Path = PROJECT_ROOT
+    retrain_aug_copies: int = 2
+    retrain_epochs: int = 40
+    blur_threshold: float = 4.0  # variance of the Laplacian at model size; ~1% of the real crops fall below
+    promote_tolerance: float = 0.01
+    eval_fraction: float = 0.2
+    retrain_retry_initial_s: float = 2.0
+    retrain_retry_max_s: float = 60.0
+    dispatcher_poll_s: float = 5.0
+    airflow_admin_password: str = PLACEHOLDER
+    airflow_jwt_secret: str = PLACEHOLDER
+    airflow_database_url: str = "postgresql+psycopg2://airflow:airflow@127.0.0.1:5432/airflow"
+    airflow_parallelism: int = 4
+    mlflow_database_url: str = "postgresql://mlflow:mlflow@127.0.0.1:5432/mlflow"
+    mlflow_artifacts_destination: str = str(PROJECT_ROOT / ".run" / "mlflow-artifacts")
+    mlflow_port: int = 5000
+    airflow_port: int = 8080
+    s3_port: int = 9000
+
     # UI and links
     streamlit_port: int = 8501
     prometheus_url: str = "http://127.0.0.1:9090"
@@ -107,7 +127,7 @@ class Settings(BaseSettings):
         if self.environment == "production":
             weak = [
                 name
-                for name in ("admin_token", "airflow_password")
+                for name in ("admin_token", "airflow_password", "airflow_admin_password", "airflow_jwt_secret")
                 if getattr(self, name) in ("", PLACEHOLDER) or "dev" in getattr(self, name)
             ]
             if weak:

@@ -1,0 +1,84 @@
+"""Stage 2: the shared OpenCV path over Data/labelled → Data/processed/<split>/<label>/.
+
+Each image is validated and decoded, checked for blur (unusable frames are dropped and
+counted), converted to RGB and resized to the model's input size with the very function
+serving uses, then stored as lossless PNG. Training later applies the backbone's
+normalisation through `preprocess_image`, so a processed image yields exactly the tensor
+the backend computes from the original upload.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+
+import cv2
+
+from src.extract import read_manifest
+from utils.images import ImageRejected, blur_score, decode_image, sha256_hex, to_rgb_resized
+from utils.settings import Settings
+
+log = logging.getLogger(__name__)
+PROCESSED_FIELDS = ("sha256", "processed_sha256", "label", "split", "source", "dataset", "group", "blur", "path")
+
+
+def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict[str, object]:
+    workspace = workspace or settings.data_workspace
+    labelled = workspace / "Data" / "labelled"
+    out_dir = workspace / "Data" / "processed"
+    manifest = labelled / "manifest.csv"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest} is missing: run the extract stage first")
+    rows, counts, dropped = [], Counter(), Counter()
+    wanted: set[Path] = set()
+    for rec in read_manifest(manifest):
+        src = labelled / rec["path"]
+        try:
+            bgr = decode_image(src.read_bytes(), max_pixels=settings.max_image_pixels).bgr
+        except ImageRejected as exc:
+            dropped[exc.code] += 1
+            continue
+        rgb = to_rgb_resized(bgr, settings.image_size)
+        score = blur_score(rgb)
+        if score < settings.blur_threshold:
+            dropped["blurred"] += 1
+            continue
+        rel = Path(rec["split"]) / rec["label"] / f"{rec['sha256']}.png"
+        target = out_dir / rel
+        wanted.add(target)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise RuntimeError(f"could not encode {src} as PNG")
+            tmp = target.with_suffix(".part")
+            tmp.write_bytes(buf.tobytes())
+            tmp.replace(target)
+        data = target.read_bytes()
+        rows.append(
+            {
+                **{k: rec[k] for k in ("sha256", "label", "split", "source", "dataset", "group")},
+                "processed_sha256": sha256_hex(data),
+                "blur": round(score, 2),
+                "path": str(rel),
+            }
+        )
+        counts[(rec["split"], rec["label"])] += 1
+    for path in out_dir.glob("*/*/*.png"):
+        if path not in wanted:
+            path.unlink()
+    with (out_dir / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, PROCESSED_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {
+        "kept": len(rows),
+        "dropped": dict(dropped),
+        "dropped_blurred": dropped["blurred"],
+        "by_split_and_class": {f"{s}/{c}": n for (s, c), n in sorted(counts.items())},
+        "dir": str(out_dir),
+    }
+    log.info("preprocess: %s", summary)
+    return summary

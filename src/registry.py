@@ -1,0 +1,145 @@
+"""MLflow: log a training run, register the model, resolve and download the champion.
+
+Each registered version's run also carries a `serving/` folder (TFLite + metadata) —
+what the backend actually loads — next to the Keras flavour that MLflow understands.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from utils.settings import Settings
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "numpy", "opencv-python-headless"]
+
+
+def _client(settings: Settings):
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not settings.mlflow_tracking_uri:
+        raise RuntimeError("MLFLOW_TRACKING_URI is not set")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def _flat_metrics(report: dict[str, Any]) -> dict[str, float]:
+    metrics = {k: float(report[k]) for k in ("accuracy", "macro_f1", "val_loss") if k in report}
+    for cls, values in report.get("per_class", {}).items():
+        for name in ("precision", "recall", "f1"):
+            metrics[f"{cls}_{name}"] = float(values[name])
+    for ds, acc in report.get("per_dataset", {}).items():
+        metrics[f"accuracy_{re.sub(r'[^A-Za-z0-9_]', '_', ds)}"] = float(acc)
+    return metrics
+
+
+def log_training_run(
+    settings: Settings,
+    result,
+    *,
+    data_version: str | None = None,
+    dvc_file: Path | None = None,
+    log_file: Path | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Params, metrics, curves, plots, the serving files and the Keras model; registers a version."""
+    from mlflow.entities import Metric
+
+    import mlflow
+
+    client = _client(settings)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    with mlflow.start_run(run_name=result.version) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in result.params.items()})
+        mlflow.log_metrics(_flat_metrics(result.metrics))
+        mlflow.log_metrics({f"time_{k}": float(v) for k, v in result.timings.items()})
+        curve = [
+            Metric(name, float(value), 0, step)
+            for name, values in result.history.items()
+            for step, value in enumerate(values)
+        ]
+        if curve:
+            client.log_batch(run.info.run_id, metrics=curve)
+        mlflow.set_tags({"data_version": data_version or "untracked", "training_id": result.version, **(tags or {})})
+        mlflow.log_artifacts(str(result.model_dir), artifact_path="serving")
+        for path in result.artifacts.values():
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        if log_file and log_file.exists():
+            mlflow.log_artifact(str(log_file), artifact_path="logs")
+        if dvc_file and dvc_file.exists():
+            mlflow.log_artifact(str(dvc_file), artifact_path="data")
+        info = mlflow.keras.log_model(
+            result.model,
+            name="model",
+            registered_model_name=settings.registered_model_name,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+        run_id = run.info.run_id
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(settings.registered_model_name, version, "data_version", data_version or "untracked")
+    client.set_model_version_tag(settings.registered_model_name, version, "training_id", result.version)
+    log.info("registered %s version %s (run %s)", settings.registered_model_name, version, run_id)
+    return {"run_id": run_id, "version": version}
+
+
+def champion(settings: Settings) -> dict[str, str] | None:
+    """The version behind the `champion` alias, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    try:
+        mv = client.get_model_version_by_alias(settings.registered_model_name, CHAMPION)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+    return {"version": str(mv.version), "run_id": mv.run_id}
+
+
+def set_champion(settings: Settings, version: str, tags: dict[str, str]) -> None:
+    client = _client(settings)
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.registered_model_name, version, key, value)
+    client.set_registered_model_alias(settings.registered_model_name, CHAMPION, version)
+
+
+def tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
+    client = _client(settings)
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.registered_model_name, version, key, value)
+
+
+def run_id_of(settings: Settings, version: str) -> str:
+    return _client(settings).get_model_version(settings.registered_model_name, version).run_id
+
+
+def download_serving(settings: Settings, run_id: str, dst: Path) -> Path:
+    """Fetch the run's `serving/` folder (model.tflite + metadata.json)."""
+    import mlflow
+
+    _client(settings)
+    dst.mkdir(parents=True, exist_ok=True)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="serving", dst_path=str(dst), tracking_uri=settings.mlflow_tracking_uri
+    )
+    return Path(path)
+
+
+def resolve(settings: Settings, ref: str) -> dict[str, str]:
+    """`models:/name@alias` or `models:/name/N` → {version, run_id}."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\d+))", ref)
+    if not match:
+        raise ValueError(f"{ref!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, alias, number = match.groups()
+    client = _client(settings)
+    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    return {"version": str(mv.version), "run_id": mv.run_id}
+
+
+def download_model(settings: Settings, ref: str, dst: Path) -> Path:
+    return download_serving(settings, resolve(settings, ref)["run_id"], dst)
