@@ -1,0 +1,138 @@
+"""The images' contract, read from the Dockerfiles and their .dockerignore files (no Docker engine)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.delivery import specs
+
+NAMES = list(specs.DOCKERFILES)
+WITH_WEIGHTS = ["backend", "trainer", "airflow"]
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE", re.I)
+
+
+def test_every_dockerfile_in_the_repository_is_one_of_the_five() -> None:
+    skip = {".venv", ".git", ".run", "node_modules"}
+    found = {
+        p
+        for p in specs.ROOT.rglob("Dockerfile*")
+        if not p.name.endswith(".dockerignore") and not skip & set(p.relative_to(specs.ROOT).parts)
+    }
+    assert found == set(specs.DOCKERFILES.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_base_images_are_pinned(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    df = dockerfiles[name]
+    stage_names = {s.name for s in df.stages}
+    for stage in df.stages:
+        if stage.base in stage_names or stage.base.startswith("weights-${"):
+            continue
+        tag = stage.base.partition(":")[2]
+        assert tag and tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), f"{df.path}: unpinned base {stage.base}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_as_a_non_root_user_with_a_healthcheck(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    final = dockerfiles[name].final
+    users = final.all("USER")
+    assert users, f"{name}: the final stage sets no USER"
+    user = users[-1].args.split(":")[0]
+    assert user not in ("root", "0"), f"{name}: runs as root"
+    assert final.all("HEALTHCHECK"), f"{name}: no HEALTHCHECK"
+    assert "NONE" not in final.all("HEALTHCHECK")[-1].args.split()
+
+
+def test_every_image_shares_one_base_installed_from_requirements_and_constraints() -> None:
+    """Identical base stages mean identical layers: five images, one copy of the environment."""
+    bases = {name: specs.shared_base(path.read_text()) for name, path in specs.DOCKERFILES.items()}
+    first = bases["backend"]
+    assert all(b == first for b in bases.values()), [n for n, b in bases.items() if b != first]
+    assert "pip install --no-cache-dir -r requirements.txt -c constraints.txt" in first
+    assert "pip check" in first
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_secret_is_baked_in(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    df = dockerfiles[name]
+    for stage in df.stages:
+        for ins in stage.all("ENV") + stage.all("ARG"):
+            for key in re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", " " + ins.args) or [ins.args.split("=")[0]]:
+                assert not SECRET_NAME.search(key), f"{df.path}:{ins.line}: {key} would be stored in the image"
+        for ins in stage.all("COPY") + stage.all("ADD"):
+            sources, _, _ = specs.copy_sources(ins)
+            assert not any(s.startswith(".env") or s.endswith((".pem", ".key")) for s in sources), ins.args
+
+
+@pytest.mark.parametrize("name", WITH_WEIGHTS)
+def test_backbone_weights_build_argument(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    df = dockerfiles[name]
+    assert df.global_args.get("BACKBONE_WEIGHTS_SOURCE") == "imagenet"
+    assert df.final.base == "weights-${BACKBONE_WEIGHTS_SOURCE}"
+    imagenet = df.stage("weights-imagenet")
+    assert any(
+        "keras.applications.MobileNetV2(weights='imagenet', include_top=False" in i.args for i in imagenet.all("RUN")
+    )
+    local = df.stage("weights-local")
+    assert any(i.args.startswith("BACKBONE_WEIGHTS_FILE=") for i in local.all("ARG"))
+    (copy,) = local.all("COPY")
+    sources, _, _ = specs.copy_sources(copy)
+    assert sources == ["${BACKBONE_WEIGHTS_FILE}"]
+    # Both stages tell the code which backbone it has, through the settings' own names.
+    for stage in (imagenet, local):
+        env = " ".join(i.args for i in stage.all("ENV"))
+        assert all(f"{key}=" in env for key in ("BACKBONE", "BACKBONE_ALPHA", "BACKBONE_WEIGHTS"))
+    # The weights' default local file is allowed into the build context.
+    default_file = next(i.args for i in local.all("ARG") if i.args.startswith("BACKBONE_WEIGHTS_FILE=")).split("=")[1]
+    assert not specs.read_ignore(specs.ignore_file_for(df.path)).excluded(default_file)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_copied_paths_exist_and_are_in_the_build_context(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    df = dockerfiles[name]
+    rules = specs.read_ignore(specs.ignore_file_for(df.path))
+    for stage in df.stages:
+        for ins in stage.all("COPY"):
+            sources, _, flags = specs.copy_sources(ins)
+            if "from" in flags:
+                continue
+            for source in sources:
+                if "$" in source:
+                    continue  # the local weights file, checked above
+                assert (specs.ROOT / source).exists(), f"{df.path}:{ins.line}: {source} is not in the repository"
+                assert not rules.excluded(source), f"{df.path}:{ins.line}: {source} is .dockerignored"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_build_context_leaves_out_secrets_state_and_data(name: str) -> None:
+    ignore = specs.ignore_file_for(specs.DOCKERFILES[name])
+    assert ignore != specs.ROOT / ".dockerignore", f"{name} has no Dockerfile-specific .dockerignore"
+    for rules in (specs.read_ignore(ignore), specs.read_ignore(specs.ROOT / ".dockerignore")):
+        for path in (
+            ".env",
+            ".git/config",
+            ".venv/bin/python",
+            ".run/backend.log",
+            "Data/raw/rock/1.png",
+            "artifacts/model/model.tflite",
+            "mlruns/0/meta.yaml",
+            ".dvc/config.local",
+            "deploy/tls.key",
+            "utils/__pycache__/settings.cpython-311.pyc",
+        ):
+            assert rules.excluded(path), f"{path} would enter the {name} build context"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entrypoint_scripts_exist_and_are_executable(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    df = dockerfiles[name]
+    command = (df.exec_form("ENTRYPOINT") or []) + (df.exec_form("CMD") or [])
+    assert command, f"{name}: neither ENTRYPOINT nor CMD"
+    for word in command:
+        if word.startswith("/app/"):
+            script = specs.ROOT / word.removeprefix("/app/")
+            assert script.is_file(), f"{name} runs {word}, but {script.relative_to(specs.ROOT)} does not exist yet"
+            assert os.access(script, os.X_OK), f"{script.relative_to(specs.ROOT)} is not executable (git mode 755)"
