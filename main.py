@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from api import metrics
 from api.app import create_app
 from utils.settings import get_settings
 
@@ -12,6 +13,8 @@ app = create_app()
 
 def run() -> None:
     settings = get_settings()
+    if settings.backend_workers > 1:
+        metrics.use_multiprocess_dir()  # before the workers import prometheus-client
     uvicorn.run(
         "main:app",
         host=settings.backend_host,

@@ -82,9 +82,7 @@ MODEL_LOADED = Gauge(
 )
 MODEL_RELOADS = Counter("rps_model_reloads_total", "Model (re)loads, by outcome", ["outcome"])
 FEEDBACK = Counter("rps_feedback_total", "User feedback received, by whether the prediction was right", ["correct"])
-DB_POOL_IN_USE = Gauge(
-    "rps_db_pool_connections_in_use", "DB pool connections checked out", multiprocess_mode="livesum"
-)
+DB_POOL_IN_USE = Gauge("rps_db_pool_connections_in_use", "DB pool connections checked out", multiprocess_mode="livesum")
 DB_POOL_SIZE = Gauge("rps_db_pool_size", "DB pool connections open", multiprocess_mode="livesum")
 
 # Known label values are exported at 0 from the start, so a rate() over them is right from
@@ -238,11 +236,13 @@ class DatabaseCollector(Collector):
             )
         if last is not None:
             yield GaugeMetricFamily(
-                "rps_last_retrain_finished_timestamp_seconds", "When the last retrain finished",
+                "rps_last_retrain_finished_timestamp_seconds",
+                "When the last retrain finished",
                 value=last["finished_at"],
             )
             yield GaugeMetricFamily(
-                "rps_last_retrain_failed", "1 when the most recent finished retrain failed",
+                "rps_last_retrain_failed",
+                "1 when the most recent finished retrain failed",
                 value=1 if last["state"] == "failed" else 0,
             )
         yield GaugeMetricFamily(
@@ -250,7 +250,8 @@ class DatabaseCollector(Collector):
         )
         if oldest_awaiting is not None:
             yield GaugeMetricFamily(
-                "rps_oldest_label_awaiting_retrain_timestamp_seconds", "When the oldest of those was given",
+                "rps_oldest_label_awaiting_retrain_timestamp_seconds",
+                "When the oldest of those was given",
                 value=oldest_awaiting,
             )
         yield GaugeMetricFamily("rps_feedback_window_size", "Confirmed predictions in the accuracy window", value=n)
