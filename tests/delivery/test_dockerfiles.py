@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +17,11 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE", re.I)
 
 
 def test_every_dockerfile_in_the_repository_is_one_of_the_five() -> None:
-    skip = {".venv", ".git", ".run", "node_modules"}
-    found = {
-        p
-        for p in specs.ROOT.rglob("Dockerfile*")
-        if not p.name.endswith(".dockerignore") and not skip & set(p.relative_to(specs.ROOT).parts)
-    }
+    skip = {".venv", ".git", ".run", "node_modules", "Data", "artifacts", "test-artifacts", "__pycache__"}
+    found = set()
+    for folder, dirs, files in os.walk(specs.ROOT):
+        dirs[:] = [d for d in dirs if d not in skip]
+        found |= {Path(folder, f) for f in files if f.startswith("Dockerfile") and not f.endswith(".dockerignore")}
     assert found == set(specs.DOCKERFILES.values())
 
 
@@ -136,3 +137,52 @@ def test_entrypoint_scripts_exist_and_are_executable(name: str, dockerfiles: dic
             script = specs.ROOT / word.removeprefix("/app/")
             assert script.is_file(), f"{name} runs {word}, but {script.relative_to(specs.ROOT)} does not exist yet"
             assert os.access(script, os.X_OK), f"{script.relative_to(specs.ROOT)} is not executable (git mode 755)"
+
+
+# What each image starts, for the import check below (the frontend's pages load by path).
+ENTRY_FILES = {
+    "backend": ["main.py"],
+    "trainer": ["src/train.py", "src/evaluate.py", "src/data.py"],
+    "streamlit": ["frontend/**/*.py"],
+    "airflow": ["airflow/dags/*.py", "src/pipeline.py", "scripts/env_export.py", "scripts/ensure_service_db.py"],
+    "mlflow": ["scripts/env_export.py", "scripts/ensure_service_db.py"],
+}
+
+
+def _first_party_closure(entries: list[Path]) -> set[Path]:
+    """Every project file reachable through imports, function-level ones included."""
+    seen: set[Path] = set()
+    todo = list(entries)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                base = specs.ROOT.joinpath(*name.split("."))
+                for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                    if candidate.is_file():
+                        todo.append(candidate)
+    return seen
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_project_module_an_image_imports_is_copied(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    df = dockerfiles[name]
+    copied = set()
+    for ins in df.final.all("COPY"):
+        sources, _, flags = specs.copy_sources(ins)
+        if "from" not in flags:
+            copied |= {s.rstrip("/") for s in sources}
+    entries = [p for pattern in ENTRY_FILES[name] for p in sorted(specs.ROOT.glob(pattern))]
+    assert entries, f"{name}: no entry files yet"
+    for path in _first_party_closure(entries):
+        rel = path.relative_to(specs.ROOT)
+        covered = any(rel == Path(c) or Path(c) in rel.parents for c in copied)
+        assert covered, f"the {name} image runs code that imports {rel}, which it does not copy"
