@@ -134,6 +134,7 @@ def _send_feedback(slot: str, label: str) -> None:
 def feedback_buttons(state: dict[str, Any], slot: str) -> None:
     """Confirm the prediction or correct it in one click; the answer goes to `POST /feedback`."""
     predicted = state["result"]["label"]
+    answered = state["feedback"]["label"] if state.get("feedback") else None
     st.markdown("**Is this right?** Your answer becomes a training label for the next model.")
     cols = st.columns(len(CLASS_NAMES))
     for col, name in zip(cols, CLASS_NAMES, strict=True):
@@ -141,7 +142,7 @@ def feedback_buttons(state: dict[str, Any], slot: str) -> None:
         col.button(
             text,
             key=f"{slot}-feedback-{name}",
-            type="primary" if name == predicted else "secondary",
+            type="primary" if name == (answered or predicted) else "secondary",
             on_click=_send_feedback,
             args=(slot, name),
             width="stretch",

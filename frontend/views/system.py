@@ -22,6 +22,7 @@ STATE_BADGES = {
 }
 THUMB_SIDE = 160
 UNREACHABLE = ("backend_unreachable", "backend_timeout")
+LATEST_RETRAINS = 5
 
 
 def fetch(call, *args: Any) -> tuple[Any, BackendError | None]:
@@ -129,7 +130,39 @@ def retrain_section(
     elif not retrains:
         st.info("No retrain has been requested yet.", icon="⏳")
     else:
-        st.dataframe(retrain_table(retrains), hide_index=True)
+        for r in retrains[:LATEST_RETRAINS]:
+            retrain_row(r)
+        if len(retrains) > LATEST_RETRAINS:
+            with st.expander(f"All {len(retrains)} requests"):
+                st.dataframe(retrain_table(retrains), hide_index=True)
+
+
+def retrain_row(r: dict[str, Any]) -> None:
+    """One request on one line: state, when, what ran, what it produced."""
+    with st.container(border=True):
+        head, run, outcome = st.columns([1.3, 2.4, 2.4], vertical_alignment="center")
+        head.markdown(f"**Request #{r.get('id')}**  \n{STATE_BADGES.get(r.get('state', ''), r.get('state'))}")
+        lines = [f"Requested {_when(r.get('requested_at'))}"]
+        if r.get("prediction_count"):
+            lines.append(f"after {r['prediction_count']} predictions")
+        if r.get("dag_run_id"):
+            lines.append(f"DAG run `{r['dag_run_id']}`")
+        run.markdown("  \n".join(lines))
+        done = []
+        before, after = r.get("model_version_before"), r.get("model_version_after")
+        if after:
+            done.append(f"model `{before or '—'}` → `{after}`")
+        elif before:
+            done.append(f"model before: `{before}`")
+        if r.get("gate_decision"):
+            done.append(f"gate: **{r['gate_decision']}**")
+        if r.get("data_version"):
+            done.append(f"data `{str(r['data_version'])[:12]}`")
+        if r.get("finished_at"):
+            done.append(f"finished {_when(r['finished_at'])}")
+        outcome.markdown("  \n".join(done) or ":gray[not started yet]")
+        if r.get("last_error"):
+            st.caption(f":red[Last error: {r['last_error']}]")
 
 
 def retrain_table(retrains: list[dict[str, Any]]) -> pd.DataFrame:

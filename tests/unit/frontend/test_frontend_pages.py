@@ -121,15 +121,24 @@ def test_system_page_lists_retrain_requests(page, fake_backend):
     ]
     at = page("views/system.py").run()
     assert_no_exception(at)
-    table = at.dataframe[-1].value
-    assert list(table["Request"]) == [2, 1]
-    assert list(table["State"]) == ["⚙️ running", "✅ succeeded"]
-    assert table["Model"][1] == "v0 → v1"
+    shown = texts(at.markdown)
+    assert shown.index("Request #2") < shown.index("Request #1")
+    assert "⚙️ running" in shown and "✅ succeeded" in shown
+    assert "model `v0` → `v1`" in shown and "gate: **promoted**" in shown and "DAG run `rps-2`" in shown
     assert "v-test" in texts(at.markdown)
     assert at.metric[0].value == "91.0%"
     assert "2 more predictions until the next retrain" in at.progress[0].proto.text
     assert {b.label for b in at.get("link_button")} >= {"MLflow", "Airflow", "Prometheus", "Grafana"}
     assert ("GET", "/images/" + f"{0:064d}") in fake_backend.calls
+
+
+def test_system_page_folds_long_retrain_histories(page, fake_backend):
+    fake_backend.retrains = [{"id": i, "state": "failed", "last_error": "boom"} for i in range(9, 0, -1)]
+    at = page("views/system.py").run()
+    assert_no_exception(at)
+    assert "Request #5" in texts(at.markdown) and "Request #4" not in texts(at.markdown)
+    assert list(at.dataframe[-1].value["Request"]) == list(range(9, 0, -1))
+    assert "Last error: boom" in texts(at.caption)
 
 
 def test_system_page_tolerates_a_backend_without_retrains(page, fake_backend):
