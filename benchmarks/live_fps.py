@@ -236,6 +236,9 @@ def start_backend(model_dir: Path) -> tuple[str, subprocess.Popen, str]:
         "MODEL_DIR": str(model_dir),
         "RETRAIN_THRESHOLD": str(10**9),
         "LOG_LEVEL": "WARNING",
+        # serve exactly --model-dir and leave a running Airflow alone
+        "MODEL_SOURCE": "local",
+        "AIRFLOW_URL": "",
     }
     proc = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

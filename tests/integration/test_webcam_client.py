@@ -21,6 +21,13 @@ pytestmark = pytest.mark.slow
 SIZE = (320, 240)
 
 
+@pytest.fixture(autouse=True)
+def isolated_from_the_native_stack(monkeypatch):
+    """The backend started by `backend_server` must not trigger a running Airflow or read MLflow."""
+    monkeypatch.setenv("AIRFLOW_URL", "")
+    monkeypatch.setenv("MODEL_SOURCE", "local")
+
+
 @pytest.fixture
 def clip(sample_images: dict[str, list[Path]], tmp_path: Path) -> Path:
     """Twelve frames: two photos per class from each shared dataset, as an MJPG video."""

@@ -59,6 +59,10 @@ def start_backend(db_url: str, model_dir: Path, data_dir: Path, workdir: Path) -
         "BACKEND_PORT": str(port),
         "BACKEND_URL": f"http://127.0.0.1:{port}",
         "RETRAIN_THRESHOLD": "3",
+        # Never reach a developer's running stack: no Airflow (retrain requests stay pending)
+        # and the model from MODEL_DIR, not the MLflow registry.
+        "AIRFLOW_URL": "",
+        "MODEL_SOURCE": "local",
     }
     proc = start(f"backend-{port}", [sys.executable, "main.py"], env, workdir / "logs")
     url = f"http://127.0.0.1:{port}"
