@@ -32,6 +32,13 @@ class Sample:
     label: str
     group: str
     dataset: str
+    sha256: str = ""  # of the ORIGINAL upload; processed copies keep their source's hash
+
+    @property
+    def key(self) -> str:
+        """Feature-cache key: the original image's hash. A processed copy yields the very same
+        tensor (see tests), so it shares the cache with its original."""
+        return self.sha256 or file_sha(self.path)
 
 
 def _manifest_groups(root: Path) -> dict[str, str]:

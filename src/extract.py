@@ -75,7 +75,7 @@ def extract_labelled_images(settings: Settings, workspace: Path | None = None) -
 
     pool = make_pool(settings.database_url, 1, 2)
     try:
-        with pool.connection() as conn:
+        with pool.connection() as conn, conn.transaction():  # a named cursor needs a transaction
             db_images = 0
             for row in repo.iter_labelled_images(conn):
                 sha = row["sha256"].strip()

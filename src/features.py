@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from src.augment import augment
-from utils.images import backbone_preprocess, decode_image, preprocess_image, sha256_hex, to_rgb_resized
+from utils.images import backbone_preprocess, decode_image, preprocess_image, to_rgb_resized
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class FeatureExtractor:
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def features(self, items: Iterable[tuple[str, Callable[[], bytes]]], copies: int = 0) -> dict[str, np.ndarray]:
-        """Map sha → array (1 + copies, D): row 0 un-augmented, then the augmented copies."""
+        """Map key → array (1 + copies, D): row 0 un-augmented, then the augmented copies.
+
+        Keys are the original images' sha256 (the caller vouches the bytes match)."""
         result: dict[str, np.ndarray] = {}
         pending: list[tuple[str, list[np.ndarray]]] = []
         pending_count = 0
@@ -92,8 +94,6 @@ class FeatureExtractor:
                 self.stats.cached += 1
                 continue
             data = load()
-            if sha256_hex(data) != sha:
-                raise ValueError(f"image content does not match its hash {sha}")
             tensors = [training_tensor(data, self.size, self.backbone)]
             if copies:
                 tensors += augmented_tensors(data, self.size, self.backbone, copies, sha)

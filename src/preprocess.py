@@ -10,6 +10,7 @@ the backend computes from the original upload.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,18 @@ from utils.images import ImageRejected, blur_score, decode_image, sha256_hex, to
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
-PROCESSED_FIELDS = ("sha256", "processed_sha256", "label", "split", "source", "dataset", "group", "blur", "path")
+PROCESSED_FIELDS = (
+    "sha256",
+    "processed_sha256",
+    "label",
+    "split",
+    "source",
+    "dataset",
+    "group",
+    "blur",
+    "status",
+    "path",
+)
 
 
 def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict[str, object]:
@@ -31,22 +43,36 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
     manifest = labelled / "manifest.csv"
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest} is missing: run the extract stage first")
+    previous = _previous_rows(out_dir / "manifest.csv", settings)
     rows, counts, dropped = [], Counter(), Counter()
     wanted: set[Path] = set()
     for rec in read_manifest(manifest):
+        rel = Path(rec["split"]) / rec["label"] / f"{rec['sha256']}.png"
+        target = out_dir / rel
+        old = previous.get(rec["sha256"])
+        if old and old["status"] != "kept":  # already judged unusable with these settings
+            dropped[old["status"]] += 1
+            rows.append({**old, **{k: rec[k] for k in ("label", "split", "source", "dataset", "group")}})
+            continue
+        if old and target.exists() and old["path"] == str(rel):  # unchanged since the last run
+            wanted.add(target)
+            rows.append({**old, **{k: rec[k] for k in ("source", "dataset", "group")}})
+            counts[(rec["split"], rec["label"])] += 1
+            continue
         src = labelled / rec["path"]
+        base = {k: rec[k] for k in ("sha256", "label", "split", "source", "dataset", "group")}
         try:
             bgr = decode_image(src.read_bytes(), max_pixels=settings.max_image_pixels).bgr
         except ImageRejected as exc:
             dropped[exc.code] += 1
+            rows.append({**base, "processed_sha256": "", "blur": "", "status": exc.code, "path": ""})
             continue
         rgb = to_rgb_resized(bgr, settings.image_size)
         score = blur_score(rgb)
         if score < settings.blur_threshold:
             dropped["blurred"] += 1
+            rows.append({**base, "processed_sha256": "", "blur": round(score, 2), "status": "blurred", "path": ""})
             continue
-        rel = Path(rec["split"]) / rec["label"] / f"{rec['sha256']}.png"
-        target = out_dir / rel
         wanted.add(target)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +84,7 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
             tmp.replace(target)
         data = target.read_bytes()
         rows.append(
-            {
-                **{k: rec[k] for k in ("sha256", "label", "split", "source", "dataset", "group")},
-                "processed_sha256": sha256_hex(data),
-                "blur": round(score, 2),
-                "path": str(rel),
-            }
+            {**base, "processed_sha256": sha256_hex(data), "blur": round(score, 2), "status": "kept", "path": str(rel)}
         )
         counts[(rec["split"], rec["label"])] += 1
     for path in out_dir.glob("*/*/*.png"):
@@ -74,7 +95,7 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
         writer.writeheader()
         writer.writerows(rows)
     summary = {
-        "kept": len(rows),
+        "kept": sum(counts.values()),
         "dropped": dict(dropped),
         "dropped_blurred": dropped["blurred"],
         "by_split_and_class": {f"{s}/{c}": n for (s, c), n in sorted(counts.items())},
@@ -82,3 +103,14 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
     }
     log.info("preprocess: %s", summary)
     return summary
+
+
+def _previous_rows(path: Path, settings: Settings) -> dict[str, dict[str, str]]:
+    """Last run's rows, reusable only if they were made with the same size and blur threshold."""
+    stamp = path.with_name("settings.json")
+    current = json.dumps({"size": settings.image_size, "blur_threshold": settings.blur_threshold})
+    if not path.exists() or not stamp.exists() or stamp.read_text() != current:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(current)
+        return {}
+    return {r["sha256"]: r for r in read_manifest(path)}

@@ -25,9 +25,9 @@ def processed_samples(workspace: Path, split: str) -> list[Sample]:
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest} is missing: run the preprocess stage first")
     return [
-        Sample(root / r["path"], r["label"], r["group"], r["dataset"])
+        Sample(root / r["path"], r["label"], r["group"], r["dataset"], r["sha256"])
         for r in read_manifest(manifest)
-        if r["split"] == split
+        if r["split"] == split and r["status"] == "kept"
     ]
 
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     epochs: int = 40
-    batch_size: int = 64
+    batch_size: int = 256
     learning_rate: float = 1e-3
     aug_copies: int = 4
     val_fraction: float = 0.2
@@ -95,9 +95,7 @@ def assemble_samples(settings: Settings, config: TrainConfig) -> tuple[list[Samp
 
 
 def _features(extractor, samples: list[Sample], copies: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from src.data import file_sha
-
-    shas = [file_sha(s.path) for s in samples]
+    shas = [s.key for s in samples]
     feats = extractor.features(((sha, s.path.read_bytes) for sha, s in zip(shas, samples, strict=True)), copies)
     x = np.concatenate([feats[sha] for sha in shas])
     y = np.concatenate(

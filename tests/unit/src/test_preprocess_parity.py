@@ -1,0 +1,29 @@
+"""A processed image (what the DAG versions and trains on) yields exactly the tensor the
+backend computes from the original upload: the feature cache may share one key for both."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from src.features import augmented_tensors
+from utils.images import decode_image, preprocess_image, sha256_hex, to_rgb_resized
+
+
+def _processed_png(data: bytes, size: int) -> bytes:
+    rgb = to_rgb_resized(decode_image(data).bgr, size)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def test_processed_copy_gives_the_serving_tensor(sample_images) -> None:
+    for path in (sample_images["rock"][0], sample_images["scissors"][-1]):  # PNG 300x200, JPEG crop
+        original = path.read_bytes()
+        processed = _processed_png(original, 224)
+        np.testing.assert_array_equal(preprocess_image(processed, 224), preprocess_image(original, 224))
+        key = sha256_hex(original)
+        np.testing.assert_array_equal(
+            np.stack(augmented_tensors(processed, 224, "mobilenet", 2, key)),
+            np.stack(augmented_tensors(original, 224, "mobilenet", 2, key)),
+        )
