@@ -7,6 +7,7 @@ dataset: the cache key is (backbone tag, image sha256, number of augmented copie
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class FeatureExtractor:
             for sha, ts in pending:
                 block = feats[offset : offset + len(ts)].astype(np.float32)
                 offset += len(ts)
-                np.save(self._path(sha, copies), block)
+                self._save(sha, copies, block)
                 result[sha] = block
                 self.stats.computed += 1
             pending, pending_count = [], 0
@@ -103,6 +104,14 @@ class FeatureExtractor:
                 flush()
         flush()
         return result
+
+    def _save(self, sha: str, copies: int, block: np.ndarray) -> None:
+        """Write-then-rename, so a concurrent reader never sees half a file."""
+        path = self._path(sha, copies)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as fh:
+            np.save(fh, block)
+        tmp.replace(path)
 
     def _path(self, sha: str, copies: int) -> Path:
         return self.cache_dir / f"{sha}.a{copies}.npy"
