@@ -26,7 +26,10 @@ start_service() {
     return 0
   fi
   say "starting $name"
-  (cd "$ROOT" && setsid "$@" >"$RUN/$name.log" 2>&1 & echo $! >"$RUN/$name.pid")
+  # `exec`: the recorded pid is the service itself, leader of its own process group (setsid),
+  # so stop_service's group kill reaches its children; without it bash forks first and the
+  # pid file names a wrapper shell outside that group.
+  (cd "$ROOT" && exec setsid "$@" >"$RUN/$name.log" 2>&1 & echo $! >"$RUN/$name.pid")
   if [[ "$health" != "-" ]]; then
     wait_http "$name" "$health" "${START_TIMEOUT:-120}"
   fi
