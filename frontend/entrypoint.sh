@@ -12,11 +12,15 @@ if [[ -z "$PY" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY="python"; fi
 fi
 
+# Refuse in the browser what the backend would refuse anyway (MAX_UPLOAD_BYTES, in whole MiB).
+max_upload_mb="$("$PY" -c 'from utils.settings import get_settings; print(max(1, -(-get_settings().max_upload_bytes // 2**20)))')"
+
 args=(
   --server.address "${STREAMLIT_HOST:-127.0.0.1}"
   --server.port "${STREAMLIT_PORT:-8501}"
   --server.headless true
   --server.fileWatcherType none
+  --server.maxUploadSize "$max_upload_mb"
   --browser.gatherUsageStats false
   --client.toolbarMode minimal
   --theme.primaryColor "#e4572e"

@@ -21,7 +21,7 @@ with classify_tab:
         "Photo of one hand showing rock, paper or scissors",
         type=["jpg", "jpeg", "png"],
         key="upload-file",
-        help="JPEG or PNG, up to 8 MiB.",
+        help=f"JPEG or PNG, up to {ui.settings().max_upload_bytes / 2**20:.0f} MiB.",
     )
     if photo is None:
         st.session_state.pop("upload-result", None)
