@@ -226,3 +226,18 @@ def test_app_navigation_and_backend_badge(page, fake_backend):
     fake_backend.down = True
     at.run()
     assert "Backend unavailable" in texts(at.sidebar.markdown)
+
+
+def test_live_page_with_a_missing_local_model_says_so(page, monkeypatch, tmp_path):
+    from utils.settings import get_settings
+
+    monkeypatch.setattr("streamlit_webrtc.webrtc_streamer", FakeStreamer())
+    monkeypatch.setenv("LIVE_USE_LOCAL_MODEL", "true")
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "no-model"))
+    get_settings.cache_clear()
+    try:
+        at = page("views/live.py").run()
+    finally:
+        get_settings.cache_clear()
+    assert_no_exception(at)
+    assert "local model could not be loaded" in texts(at.error)
