@@ -84,6 +84,8 @@ def model_env(data_dir: Path, artifacts: Path) -> dict[str, str]:
         "MODEL_DIR": str(artifacts / "model"),
         "BACKBONE_WEIGHTS": str(WEIGHTS),
         "MLFLOW_TRACKING_URI": "",
+        "MODEL_SOURCE": "local",
+        "AIRFLOW_URL": "",  # a test backend must never reach a developer's running Airflow
     }
 
 
@@ -123,6 +125,8 @@ def settings(db_url: str, model_dir: Path, data_dir: Path, tmp_path: Path):
         artifacts_dir=tmp_path / "artifacts",
         backbone_weights=str(WEIGHTS),
         mlflow_tracking_uri="",
+        model_source="local",
+        airflow_url="",
         retrain_threshold=3,
     )
 
