@@ -15,6 +15,7 @@ each worker then writes its values to files there and `/metrics` merges them
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -108,7 +109,6 @@ _HTTP_DURATION = http_metrics.latency(
 
 _served: tuple[str, str] | None = None
 _served_lock = threading.Lock()
-_exit_hook_installed = False
 
 
 def multiprocess_dir() -> str | None:
@@ -259,6 +259,29 @@ class DatabaseCollector(Collector):
             yield GaugeMetricFamily("rps_feedback_accuracy", "Share of recent predictions users confirmed", value=acc)
 
 
+def _worker_pids(path: Path, pattern: str = "*.db") -> set[int]:
+    """Pids of the processes that wrote metric files (`<kind>_<pid>.db`) in `path`."""
+    return {int(tail) for f in path.glob(pattern) if (tail := f.stem.rsplit("_", 1)[-1]).isdigit()}
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def forget_dead_workers(path: str | Path) -> list[int]:
+    """Drop the live gauges (model info, loaded, pool) of workers that are gone.
+
+    prometheus-client expects `mark_process_dead` to be called when a worker exits, but
+    uvicorn ends its workers by re-raising SIGTERM (no atexit) and a crashed worker calls
+    nothing, so each scrape checks instead. Their counters and histograms stay in the totals.
+    """
+    dead = sorted(pid for pid in _worker_pids(Path(path), "gauge_live*.db") if not _alive(pid))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker's scrape got there first
+            mark_process_dead(pid, str(path))
+    return dead
+
+
 class WorkerProcessCollector(Collector):
     """`process_*` (CPU, memory, file descriptors) of every live worker, labelled by pid.
 
@@ -270,8 +293,7 @@ class WorkerProcessCollector(Collector):
         self.path = Path(path)
 
     def live_pids(self) -> list[int]:
-        pids = {int(tail) for f in self.path.glob("*.db") if (tail := f.stem.rsplit("_", 1)[-1]).isdigit()}
-        return sorted(pid for pid in pids if Path(f"/proc/{pid}").exists())
+        return [pid for pid in _worker_pids(self.path) if _alive(pid)]
 
     def collect(self) -> Iterable[Metric]:
         merged: dict[str, Metric] = {}
@@ -291,6 +313,7 @@ def generate_latest(app: FastAPI) -> bytes:
         # One process: the default registry holds everything, including the
         # DatabaseCollector the app registers in its lifespan.
         return _generate_latest(REGISTRY)
+    forget_dead_workers(path)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path)
     registry.register(WorkerProcessCollector(path))
@@ -299,20 +322,11 @@ def generate_latest(app: FastAPI) -> bytes:
     return _generate_latest(registry)
 
 
-def _mark_worker_dead_at_exit() -> None:
-    """Drop this worker's live gauges (model info, pool) from the shared directory at exit."""
-    global _exit_hook_installed
-    if multiprocess_dir() and not _exit_hook_installed:
-        atexit.register(mark_process_dead, os.getpid())
-        _exit_hook_installed = True
-
-
 def install(app: FastAPI) -> None:
     """Instrument every request and expose `GET /metrics`."""
     Instrumentator(should_group_status_codes=False).add(
         _HTTP_REQUESTS, _HTTP_DURATION, _sample_pool_after_request
     ).instrument(app)
-    _mark_worker_dead_at_exit()
 
     @app.get(
         "/metrics",

@@ -65,6 +65,10 @@ def predict(
     settings: SettingsDep,
     holder: HolderDep,
     conn: ConnDep,
+    store: Annotated[
+        bool,
+        Query(description="false: classify only (live previews, probes); nothing is stored or counted"),
+    ] = True,
 ) -> PredictResponse:
     """Classify an image; the image and the prediction are stored in one transaction."""
     try:
@@ -77,37 +81,39 @@ def predict(
     except ModelNotLoaded as exc:
         raise APIError(503, "model_not_loaded", str(exc)) from exc
     result = model.predict_tensor(model.prepare(image.bgr))
-    stored = repo.record_prediction(
-        conn,
-        sha256=image.sha256,
-        content=data,
-        fmt=image.format,
-        width=image.width,
-        height=image.height,
-        original_name=file.filename,
-        label=result.label,
-        confidence=result.confidence,
-        probabilities=result.probabilities,
-        model_version=result.model_version,
-        latency_ms=result.latency_ms,
-        threshold=settings.retrain_threshold,
-    )
     metrics.PREDICTIONS.labels(label=result.label).inc()
     metrics.PREDICTION_LATENCY.observe(result.latency_ms / 1000)
     metrics.PREDICTION_CONFIDENCE.observe(result.confidence)
-    if stored.retrain_request_id is not None:
+    prediction_id, since = None, None
+    if store:
+        stored = repo.record_prediction(
+            conn,
+            sha256=image.sha256,
+            content=data,
+            fmt=image.format,
+            width=image.width,
+            height=image.height,
+            original_name=file.filename,
+            label=result.label,
+            confidence=result.confidence,
+            probabilities=result.probabilities,
+            model_version=result.model_version,
+            latency_ms=result.latency_ms,
+            threshold=settings.retrain_threshold,
+        )
+        prediction_id, since = stored.id, stored.predictions_since_retrain
         notify = getattr(request.app.state, "on_retrain_requested", None)
-        if notify:
+        if stored.retrain_request_id is not None and notify:
             notify(stored.retrain_request_id)
     return PredictResponse(
-        prediction_id=stored.id,
+        prediction_id=prediction_id,
         label=result.label,
         confidence=result.confidence,
         probabilities=result.probabilities,
         model_version=result.model_version,
         latency_ms=round(result.latency_ms, 3),
         image_sha256=image.sha256,
-        predictions_since_retrain=stored.predictions_since_retrain,
+        predictions_since_retrain=repo.count_predictions_since_retrain(conn) if since is None else since,
         retrain_threshold=settings.retrain_threshold,
     )
 

@@ -17,7 +17,7 @@ class Probabilities(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    prediction_id: int
+    prediction_id: int | None = Field(description="null when called with store=false")
     label: Label
     confidence: float = Field(ge=0, le=1)
     probabilities: Probabilities

@@ -178,3 +178,10 @@ def test_openapi_describes_every_endpoint(client) -> None:
         "paper",
         "scissors",
     ]
+
+
+def test_store_false_classifies_without_storing_or_counting(client, db_url, sample_images) -> None:
+    path = sample_images["rock"][1]
+    r = client.post("/predict", params={"store": "false"}, files={"file": (path.name, path.read_bytes())})
+    assert r.status_code == 200 and r.json()["prediction_id"] is None and r.json()["label"] == "rock"
+    assert _counts(db_url) == (0, 0, 0)
