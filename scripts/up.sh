@@ -14,10 +14,17 @@ if [[ ! -d "$ROOT/Data/raw" ]] || [[ -z "$(ls -A "$ROOT/Data/raw" 2>/dev/null)" 
   "$PY" -m src.data bootstrap
 fi
 
-say "training the first model if none exists"
+# Infrastructure first (S3, Prometheus, MLflow, Airflow: files numbered below 50), so the first
+# training run can log to MLflow; then the first model; then the services that serve it.
+for service in "$ROOT"/scripts/services/[0-4]*.sh; do
+  # shellcheck source=/dev/null
+  source "$service"
+done
+
+say "training the first model if none exists (registered as the first champion)"
 "$PY" -m src.train --if-missing
 
-for service in "$ROOT"/scripts/services/*.sh; do
+for service in "$ROOT"/scripts/services/[5-9]*.sh; do
   # shellcheck source=/dev/null
   source "$service"
 done
