@@ -29,7 +29,7 @@ from api.schemas import (
 )
 from Database_connection import repository as repo
 from inference.model_holder import ModelLoadError, ModelNotLoaded
-from utils.images import ImageRejected, decode_image
+from utils.images import DecodedImage, ImageRejected, decode_image
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,14 @@ def read_upload(file: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-def _limits(settings: Settings) -> dict[str, int]:
-    return {"max_pixels": settings.max_image_pixels, "min_side": settings.min_image_side}
-
-
-def _rejected(exc: ImageRejected) -> ImageRejected:
-    metrics.REJECTED_INPUTS.labels(reason=exc.code).inc()
-    return exc
+def read_image(file: UploadFile, settings: Settings) -> tuple[bytes, DecodedImage]:
+    """The upload's bytes and validated pixels; a refusal is counted by reason and re-raised."""
+    try:
+        data = read_upload(file, settings)
+        return data, decode_image(data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
+    except ImageRejected as exc:
+        metrics.REJECTED_INPUTS.labels(reason=exc.code).inc()
+        raise
 
 
 @router.post(
@@ -71,11 +72,7 @@ def predict(
     ] = True,
 ) -> PredictResponse:
     """Classify an image; the image and the prediction are stored in one transaction."""
-    try:
-        data = read_upload(file, settings)
-        image = decode_image(data, **_limits(settings))
-    except ImageRejected as exc:
-        raise _rejected(exc) from exc
+    data, image = read_image(file, settings)
     try:
         model = holder.current
     except ModelNotLoaded as exc:
@@ -156,11 +153,7 @@ def upload(
     conn: ConnDep,
 ) -> UploadResponse:
     """Ingest a labelled example without predicting."""
-    try:
-        data = read_upload(file, settings)
-        image = decode_image(data, **_limits(settings))
-    except ImageRejected as exc:
-        raise _rejected(exc) from exc
+    data, image = read_image(file, settings)
     with conn.transaction():
         new = repo.insert_image(
             conn,
