@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import promql_parser
 import pytest
 import yaml
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.monitoring import grafana
-from tests.monitoring.conftest import RULE_FILES, Backend, Prometheus, Traffic
+from tests.monitoring.conftest import RULE_FILES, Backend, Prometheus, Traffic, predictions_per_worker
 
 pytestmark = pytest.mark.services
 
@@ -86,12 +84,8 @@ def test_both_workers_served_and_report_their_processes(
     scraped: Prometheus, backends: list[Backend], traffic: dict[str, Traffic]
 ) -> None:
     multi = next(b for b in backends if b.workers == 2)
-    per_pid: dict[str, float] = {}
-    for f in sorted(Path(multi.multiproc_dir).glob("counter_*.db")):
-        for metric in MultiProcessCollector.merge([str(f)]):
-            if metric.name == "rps_predictions":
-                per_pid[f.stem.split("_")[-1]] = sum(s.value for s in metric.samples if s.name.endswith("_total"))
-    served = {pid: n for pid, n in per_pid.items() if n}
+    per_pid = predictions_per_worker(multi)
+    served = {str(pid): n for pid, n in per_pid.items() if n}
     assert sum(per_pid.values()) == len(traffic[multi.target].predictions)
     assert len(served) == 2, f"the predictions went to one worker only: {per_pid}"
     rss = values_by(scraped, f'process_resident_memory_bytes{{instance="{multi.target}"}}', "pid")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.procs import PROJECT_ROOT
@@ -176,31 +175,39 @@ def test_database_down_is_reported_not_raised(client) -> None:
     assert "rps_predictions_since_retrain" not in m
 
 
-def test_multiprocess_workers_merge_and_forget_dead_workers(tmp_path: Path) -> None:
-    """In multiprocess mode a new model version replaces the old one (reported 0), and a
-    worker's live gauges leave with it while its counters stay in the totals."""
+def test_multiprocess_workers_merge_and_dead_workers_are_forgotten(tmp_path: Path, monkeypatch) -> None:
+    """Two workers that died without cleaning up (as uvicorn's do: SIGTERM, no atexit):
+    their counters stay in the totals, their live gauges (the model they served) go."""
+    from fastapi import FastAPI
+
+    from api import metrics
+
     script = textwrap.dedent(
         """
-        from fastapi import FastAPI
+        import os, signal
         from api import metrics
-        metrics.install(FastAPI())
         metrics.set_model_info("v1", "local:a")
         metrics.PREDICTIONS.labels(label="rock").inc(3)
-        metrics.set_model_info("v2", "models:/rps@champion")
+        os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    for _ in range(2):  # two workers, one after the other; each exits normally
-        subprocess.run(
+    for _ in range(2):
+        r = subprocess.run(
             [sys.executable, "-c", script],
             cwd=PROJECT_ROOT,
             env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
-            check=True,
             capture_output=True,
             text=True,
         )
-    families = {m.name: m.samples for m in MultiProcessCollector(None, str(tmp_path)).collect()}
+        assert r.returncode == -9, r.stderr
+    assert len(list(tmp_path.glob("gauge_liveall_*.db"))) == 2
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = metrics.generate_latest(FastAPI()).decode()
+    families = {f.name: f.samples for f in text_string_to_metric_families(text)}
     assert sum(s.value for s in families["rps_predictions"] if s.labels["label"] == "rock") == 6
     assert "rps_model_info" not in families, "dead workers must not keep reporting a served model"
+    assert list(tmp_path.glob("gauge_live*.db")) == []
 
 
 def test_multiprocess_model_info_reports_only_the_current_version(tmp_path: Path) -> None:
