@@ -183,7 +183,7 @@ def record_model_load(conn: Connection, *, version: str, source: str, outcome: s
 RETRAIN_COLUMNS = (
     "id, last_prediction_id, prediction_count, state, dag_run_id, attempts, next_attempt_at, last_error,"
     " requested_at, triggered_at, started_at, finished_at, data_version, model_version_before,"
-    " model_version_after, gate_decision, gate_details"
+    " model_version_after, gate_decision, gate_details, superseded_by"
 )
 
 
@@ -197,12 +197,26 @@ def get_retrain_request(conn: Connection, request_id: int) -> dict[str, Any] | N
     return conn.execute(f"SELECT {RETRAIN_COLUMNS} FROM retrain_requests WHERE id = %s", (request_id,)).fetchone()
 
 
+def retrain_run_active(conn: Connection) -> bool:
+    """A delivered request whose run has not finished yet."""
+    row = conn.execute("SELECT 1 FROM retrain_requests WHERE state IN ('triggered', 'running') LIMIT 1").fetchone()
+    return row is not None
+
+
 def claim_due_retrain_request(conn: Connection) -> dict[str, Any] | None:
-    """Lock the oldest pending request that is due; other workers skip it."""
-    return conn.execute(
+    """Lock the newest pending request that is due (other workers skip it) and mark the older
+    pending ones superseded by it: one run retrains on every label anyway."""
+    row = conn.execute(
         f"SELECT {RETRAIN_COLUMNS} FROM retrain_requests WHERE state = 'pending' AND next_attempt_at <= now()"
-        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        " ORDER BY id DESC LIMIT 1 FOR UPDATE SKIP LOCKED"
     ).fetchone()
+    if row is not None:
+        conn.execute(
+            "UPDATE retrain_requests SET state = 'superseded', superseded_by = %s, finished_at = now()"
+            " WHERE state = 'pending' AND id < %s",
+            (row["id"], row["id"]),
+        )
+    return row
 
 
 def mark_retrain_triggered(conn: Connection, request_id: int, dag_run_id: str, model_version_before: str) -> None:
@@ -286,10 +300,14 @@ def retrain_duration_histogram(conn: Connection, buckets: list[float]) -> dict[s
 
 
 def last_finished_retrain(conn: Connection) -> dict[str, Any] | None:
-    """The most recently finished retrain: outcome, finish time (epoch seconds)."""
+    """The most recent retrain that ran to an end (succeeded or failed; requests closed
+    without a run of their own are not runs): outcome, finish time (epoch seconds) and
+    duration from the request."""
     return conn.execute(
-        f"SELECT {_RETRAIN_OUTCOME} AS outcome, state, extract(epoch FROM finished_at)::float AS finished_at"
-        " FROM retrain_requests WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1"
+        f"SELECT {_RETRAIN_OUTCOME} AS outcome, state, extract(epoch FROM finished_at)::float AS finished_at,"
+        " extract(epoch FROM finished_at - requested_at)::float AS duration FROM retrain_requests"
+        " WHERE finished_at IS NOT NULL AND state IN ('succeeded', 'failed')"
+        " ORDER BY finished_at DESC, id DESC LIMIT 1"
     ).fetchone()
 
 

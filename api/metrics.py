@@ -201,7 +201,6 @@ class DatabaseCollector(Collector):
             with self.pool.connection(timeout=2) as conn:
                 since = repo.count_predictions_since_retrain(conn)
                 states = repo.retrain_state_counts(conn)
-                last_duration = repo.last_retrain_duration(conn)
                 last = repo.last_finished_retrain(conn)
                 durations = repo.retrain_duration_histogram(conn, RETRAIN_DURATION_BUCKETS)
                 awaiting, oldest_awaiting = repo.labels_awaiting_retrain(conn)
@@ -217,7 +216,7 @@ class DatabaseCollector(Collector):
         )
         yield GaugeMetricFamily("rps_labelled_images", "Images with a human-confirmed label", value=labelled)
         family = GaugeMetricFamily("rps_retrain_requests", "Retrain requests, by state", labels=["state"])
-        for state in ("pending", "triggered", "running", "succeeded", "failed"):
+        for state in ("pending", "triggered", "running", "succeeded", "failed", "superseded"):
             family.add_metric([state], states.get(state, 0))
         yield family
 
@@ -230,11 +229,10 @@ class DatabaseCollector(Collector):
             buckets = [(floatToGoString(le), n) for le, n in h["buckets"]] + [("+Inf", h["count"])]
             histogram.add_metric([outcome], buckets, h["sum"])
         yield histogram
-        if last_duration is not None:
-            yield GaugeMetricFamily(
-                "rps_last_retrain_duration_seconds", "Duration of the last finished retrain", value=last_duration
-            )
         if last is not None:
+            yield GaugeMetricFamily(
+                "rps_last_retrain_duration_seconds", "Duration of the last finished retrain", value=last["duration"]
+            )
             yield GaugeMetricFamily(
                 "rps_last_retrain_finished_timestamp_seconds",
                 "When the last retrain finished",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -124,6 +125,8 @@ class RetrainDispatcher:
     def deliver_one(self) -> bool:
         """Deliver the oldest due request; True if one was delivered (try the next)."""
         with self.pool.connection() as conn, conn.transaction():
+            if repo.retrain_run_active(conn):
+                return False  # max_active_runs=1: wait, then deliver the newest request once
             row = repo.claim_due_retrain_request(conn)
             if row is None:
                 return False
@@ -150,6 +153,8 @@ class RetrainDispatcher:
                 state = self.client.run_state(row["dag_run_id"])
             except AirflowUnavailable:
                 return
-            if state == "failed":
+            lost = state is None and row["triggered_at"] < datetime.now(UTC) - timedelta(minutes=10)
+            if state == "failed" or lost:
+                reason = "failed" if state == "failed" else "is unknown to Airflow"
                 with self.pool.connection() as conn:
-                    repo.fail_retrain_if_open(conn, row["id"], f"Airflow run {row['dag_run_id']} failed")
+                    repo.fail_retrain_if_open(conn, row["id"], f"Airflow run {row['dag_run_id']} {reason}")

@@ -104,7 +104,7 @@ class RecentPrediction(BaseModel):
 
 class RetrainRequest(BaseModel):
     id: int
-    state: Literal["pending", "triggered", "running", "succeeded", "failed"]
+    state: Literal["pending", "triggered", "running", "succeeded", "failed", "superseded"]
     prediction_count: int
     last_prediction_id: int
     dag_run_id: str | None
@@ -121,6 +121,7 @@ class RetrainRequest(BaseModel):
     model_version_after: str | None
     gate_decision: Literal["promoted", "rejected"] | None
     gate_details: dict[str, Any] | None
+    superseded_by: int | None = Field(description="the request whose run covered this one's labels")
 
 
 class ReloadResponse(BaseModel):
