@@ -261,8 +261,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
-    parser.add_argument("--rate", type=float, default=settings.live_max_predictions_per_second,
-                        help="max predictions per second (LIVE_MAX_PREDICTIONS_PER_SECOND)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=settings.live_max_predictions_per_second,
+        help="max predictions per second (LIVE_MAX_PREDICTIONS_PER_SECOND)",
+    )
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--transport", choices=("webrtc", "callback"), default="webrtc")
@@ -299,19 +303,29 @@ def main() -> int:
     latencies = [(received[i] - sent[i]) * 1000 for i in received if i in sent]
     snap = live.snapshot()
     span = (max(received.values()) - min(received.values())) if len(received) > 1 else float("nan")
-    print(f"live path: {args.transport}, camera {args.width}x{args.height} @ {args.fps:g} fps for {args.seconds:g} s, "
-          f"predictions at most {args.rate:g}/s via {predictor.description}")
+    print(
+        f"live path: {args.transport}, camera {args.width}x{args.height} @ {args.fps:g} fps for {args.seconds:g} s, "
+        f"predictions at most {args.rate:g}/s via {predictor.description}"
+    )
     print(f"frames sent by the camera           {len(sent):6d}")
-    print(f"frames annotated by the server      {snap['frames']:6d}  (callback p50 {snap['frame_ms_p50'] or 0:.1f} ms, "
-          f"p95 {snap['frame_ms_p95'] or 0:.1f} ms)")
-    print(f"distinct annotated frames received  {len(received):6d}  "
-          f"(+{result.get('raw', 0)} returned unannotated while the first was processed)")
+    print(
+        f"frames annotated by the server      {snap['frames']:6d}  (callback p50 {snap['frame_ms_p50'] or 0:.1f} ms, "
+        f"p95 {snap['frame_ms_p95'] or 0:.1f} ms)"
+    )
+    print(
+        f"distinct annotated frames received  {len(received):6d}  "
+        f"(+{result.get('raw', 0)} returned unannotated while the first was processed)"
+    )
     print(f"achieved FPS (annotated, received)  {len(received) / span if span == span and span > 0 else 0:6.1f}")
-    print(f"predictions                         {snap['predictions']:6d}  "
-          f"(round trip p50 {snap['prediction_ms_p50'] or 0:.1f} ms, {snap['errors']} errors)")
-    print(f"end-to-end latency per annotated frame (camera send → annotated frame back): "
-          f"p50 {pct(latencies, 50):.1f} ms  p95 {pct(latencies, 95):.1f} ms  max {max(latencies, default=0):.1f} ms"
-          f"  mean {statistics.fmean(latencies) if latencies else 0:.1f} ms")
+    print(
+        f"predictions                         {snap['predictions']:6d}  "
+        f"(round trip p50 {snap['prediction_ms_p50'] or 0:.1f} ms, {snap['errors']} errors)"
+    )
+    print(
+        f"end-to-end latency per annotated frame (camera send → annotated frame back): "
+        f"p50 {pct(latencies, 50):.1f} ms  p95 {pct(latencies, 95):.1f} ms  max {max(latencies, default=0):.1f} ms"
+        f"  mean {statistics.fmean(latencies) if latencies else 0:.1f} ms"
+    )
     return 0 if latencies else 1
 
 

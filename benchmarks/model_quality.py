@@ -56,13 +56,23 @@ def main() -> int:
             head = build_head(x.shape[1])
             head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
             stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
-            head.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=256, verbose=0,
-                     class_weight=class_weights(y), callbacks=[stop])
+            head.fit(
+                x,
+                y,
+                validation_data=(xv, yv),
+                epochs=args.epochs,
+                batch_size=256,
+                verbose=0,
+                class_weight=class_weights(y),
+                callbacks=[stop],
+            )
             pred = head.predict(xv, verbose=0).argmax(1)
             scores.append(classification_report(yv, pred, CLASS_NAMES)["accuracy"])
         mean, sd = statistics.mean(scores), statistics.pstdev(scores)
-        print(f"{name:18s} {split_name:28s} n_val~{len(val_s):4d}  accuracy {mean:.3f} ± {sd:.3f}  "
-              f"(seeds: {', '.join(f'{s:.3f}' for s in scores)})")
+        print(
+            f"{name:18s} {split_name:28s} n_val~{len(val_s):4d}  accuracy {mean:.3f} ± {sd:.3f}  "
+            f"(seeds: {', '.join(f'{s:.3f}' for s in scores)})"
+        )
     return 0
 
 

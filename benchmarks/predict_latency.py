@@ -60,7 +60,15 @@ def main() -> int:
     db_name = f"rps_bench_{uuid.uuid4().hex[:8]}"
     db_url = base.database_url.rsplit("/", 1)[0] + "/" + db_name
     ensure_database(db_url)
-    settings = Settings(database_url=db_url, model_dir=args.model_dir, backend_port=0, retrain_threshold=10**9)
+    settings = Settings(
+        database_url=db_url,
+        model_dir=args.model_dir,
+        backend_port=0,
+        retrain_threshold=10**9,
+        model_source="local",
+        mlflow_tracking_uri="",
+        airflow_url="",  # measure serving, nothing else
+    )
     from api.app import create_app
 
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
@@ -73,6 +81,9 @@ def main() -> int:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             files = {"file": (image.name, data, "image/png")}
             http = timed(lambda: client.post("/predict", files=files).raise_for_status(), args.n)
+            no_store = timed(
+                lambda: client.post("/predict", params={"store": "false"}, files=files).raise_for_status(), args.n
+            )
         model = load_model_dir(args.model_dir)
         raw = timed(lambda: model.predict_tensor(model.prepare(data)), args.n)
         tensor = model.prepare(data)[None]
@@ -94,6 +105,7 @@ def main() -> int:
 
     rows = [
         ("POST /predict (HTTP + decode + model + PostgreSQL)", http),
+        ("POST /predict?store=false (same, without PostgreSQL)", no_store),
         ("raw model call (decode + preprocess + TFLite, in process)", raw),
         ("TFLite invoke only", invoke),
         ("naive Keras model.predict per request", naive),

@@ -31,8 +31,14 @@ from tests.support.procs import free_port, start, wait_http, wait_until  # noqa:
 from tests.support.stack import AIRFLOW_BACKEND_USER, airflow_client, start_stack, wait_dag_run  # noqa: E402
 
 DAG_ID = "rock_paper_scissors_retrain_pipeline"
-STAGES = ("extract_images_from_postgres", "preprocess_images", "dvc_script", "retrain_rps_model",
-          "evaluate_and_promote", "reload_backend")
+STAGES = (
+    "extract_images_from_postgres",
+    "preprocess_images",
+    "dvc_script",
+    "retrain_rps_model",
+    "evaluate_and_promote",
+    "reload_backend",
+)
 
 
 def ts(value: str) -> float:
@@ -51,23 +57,38 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     shared = {
-        "DATABASE_URL": db_url, "DATA_WORKSPACE": str(make_workspace(run_dir / "workspace")),
-        "ARTIFACTS_DIR": str(TEST_RUN_DIR / "artifacts"), "BACKBONE_WEIGHTS": str(WEIGHTS),
-        "RETRAIN_AUG_COPIES": str(args.aug_copies), "RETRAIN_EPOCHS": "25", "BACKEND_URL": url,
-        "ADMIN_TOKEN": "bench-admin-token", "RPS_DATASET_DIRS": "",
+        "DATABASE_URL": db_url,
+        "DATA_WORKSPACE": str(make_workspace(run_dir / "workspace")),
+        "ARTIFACTS_DIR": str(TEST_RUN_DIR / "artifacts"),
+        "BACKBONE_WEIGHTS": str(WEIGHTS),
+        "RETRAIN_AUG_COPIES": str(args.aug_copies),
+        "RETRAIN_EPOCHS": "25",
+        "BACKEND_URL": url,
+        "ADMIN_TOKEN": "bench-admin-token",
+        "RPS_DATASET_DIRS": "",
     }
     t0 = time.monotonic()
     stack = start_stack(run_dir / "stack", env=shared)
     print(f"stack cold start: {time.monotonic() - t0:.1f}s")
-    env = {**shared, **stack.env, "MODEL_DIR": args.model_dir, "MODEL_SOURCE": "mlflow", "BACKEND_PORT": str(port),
-           "DISPATCHER_POLL_S": "1", "MODEL_POLL_SECONDS": "2", "RETRAIN_THRESHOLD": "3"}
+    env = {
+        **shared,
+        **stack.env,
+        "MODEL_DIR": args.model_dir,
+        "MODEL_SOURCE": "mlflow",
+        "BACKEND_PORT": str(port),
+        "DISPATCHER_POLL_S": "1",
+        "MODEL_POLL_SECONDS": "2",
+        "RETRAIN_THRESHOLD": "3",
+    }
     backend = start("backend", [sys.executable, "main.py"], env, run_dir / "logs")
     images = sorted((DATASETS / "roboflow-sxsw" / "rock").iterdir())
     try:
         wait_http(f"{url}/ready", 90, backend)
         c = httpx.Client(base_url=url, timeout=30)
         ac = airflow_client(stack.airflow.url, AIRFLOW_BACKEND_USER, env["AIRFLOW_PASSWORD"])
-        print(f"{'run':>3} {'trigger':>8} " + " ".join(f"{s[:12]:>12}" for s in STAGES) + f" {'serving':>8} {'total':>7}")
+        print(
+            f"{'run':>3} {'trigger':>8} " + " ".join(f"{s[:12]:>12}" for s in STAGES) + f" {'serving':>8} {'total':>7}"
+        )
         for run in range(1, args.runs + 1):
             before = c.get("/model").json()["version"]
             crossing = time.time()
@@ -77,19 +98,31 @@ def main() -> int:
                 c.post("/feedback", json={"prediction_id": pid, "label": "rock"}).raise_for_status()
             wait_until(lambda: c.get("/retrains").json()[0]["state"] in ("succeeded", "failed"), 900, "the loop")
             request = c.get("/retrains").json()[0]
-            wait_until(lambda: c.get("/model").json()["version"] != before or request["gate_decision"] != "promoted",
-                       60, "the new champion to serve")
+            wait_until(
+                lambda: c.get("/model").json()["version"] != before or request["gate_decision"] != "promoted",
+                60,
+                "the new champion to serve",
+            )
             serving = time.time()
             wait_dag_run(ac, DAG_ID, request["dag_run_id"], 120)
-            tis = {t["task_id"]: t for t in ac.get(
-                f"/api/v2/dags/{DAG_ID}/dagRuns/{request['dag_run_id']}/taskInstances").json()["task_instances"]}
+            tis = {
+                t["task_id"]: t
+                for t in ac.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{request['dag_run_id']}/taskInstances").json()[
+                    "task_instances"
+                ]
+            }
             first_start = min(ts(t["start_date"]) for t in tis.values())
             durations = [ts(tis[s]["end_date"]) - ts(tis[s]["start_date"]) for s in STAGES]
-            print(f"{run:>3} {first_start - crossing:8.1f} " + " ".join(f"{d:12.1f}" for d in durations)
-                  + f" {serving - ts(tis['reload_backend']['end_date']):8.1f} {serving - crossing:7.1f}"
-                  + f"   state={request['state']} gate={request['gate_decision']}")
-        print("columns: seconds; trigger = crossing → first task running; serving = reload task end → /model "
-              "reports the new version; total = crossing → new champion serving (target < 90 s)")
+            print(
+                f"{run:>3} {first_start - crossing:8.1f} "
+                + " ".join(f"{d:12.1f}" for d in durations)
+                + f" {serving - ts(tis['reload_backend']['end_date']):8.1f} {serving - crossing:7.1f}"
+                + f"   state={request['state']} gate={request['gate_decision']}"
+            )
+        print(
+            "columns: seconds; trigger = crossing → first task running; serving = reload task end → /model "
+            "reports the new version; total = crossing → new champion serving (target < 90 s)"
+        )
     finally:
         backend.stop()
         stack.stop()
