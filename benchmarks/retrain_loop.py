@@ -99,7 +99,7 @@ def main() -> int:
             wait_until(lambda: c.get("/retrains").json()[0]["state"] in ("succeeded", "failed"), 900, "the loop")
             request = c.get("/retrains").json()[0]
             wait_until(
-                lambda: c.get("/model").json()["version"] != before or request["gate_decision"] != "promoted",
+                lambda b=before, r=request: c.get("/model").json()["version"] != b or r["gate_decision"] != "promoted",
                 60,
                 "the new champion to serve",
             )
