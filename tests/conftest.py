@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -143,22 +144,41 @@ def client(settings) -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture
-def backend_server(db_url: str, model_dir: Path, data_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Proc]]:
-    """The backend as a real uvicorn process on a free port: (base URL, process)."""
+@dataclass
+class Backend:
+    url: str
+    proc: Proc
+    db_url: str
+
+
+def start_backend(db_url: str, model_dir: Path, data_dir: Path, workdir: Path, **env: str) -> Backend:
+    """`python main.py` (what `make up` runs) on a free port with the local model, threshold 3,
+    and no Airflow or MLflow: a test backend never reaches a developer's running stack."""
     port = free_port()
-    env = {
-        **model_env(data_dir, tmp_path / "artifacts"),
+    full_env = {
+        **model_env(data_dir, workdir / "artifacts"),
         "MODEL_DIR": str(model_dir),
         "DATABASE_URL": db_url,
         "BACKEND_PORT": str(port),
         "BACKEND_URL": f"http://127.0.0.1:{port}",
         "RETRAIN_THRESHOLD": "3",
+        **env,
     }
-    proc = start(f"backend-{port}", [sys.executable, "main.py"], env, tmp_path / "logs")
+    proc = start(f"backend-{port}", [sys.executable, "main.py"], full_env, workdir / "logs")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/ready", 60, proc)
-        yield url, proc
-    finally:
+        wait_http(f"{url}/ready", 90, proc)
+    except BaseException:
         proc.stop()
+        raise
+    return Backend(url, proc, db_url)
+
+
+@pytest.fixture
+def backend_server(db_url: str, model_dir: Path, data_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Proc]]:
+    """The backend as a real uvicorn process on a free port: (base URL, process)."""
+    backend = start_backend(db_url, model_dir, data_dir, tmp_path)
+    try:
+        yield backend.url, backend.proc
+    finally:
+        backend.proc.stop()

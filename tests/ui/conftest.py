@@ -4,14 +4,13 @@ real backend (real model, throwaway PostgreSQL). One backend and one Streamlit p
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS_DIR, DATASETS, model_env
+from tests.conftest import ARTIFACTS_DIR, DATASETS, Backend, start_backend
 from tests.support import db as dbs
 from tests.support.procs import Proc, free_port, start, wait_http
 from tests.ui.media import write_y4m
@@ -34,44 +33,12 @@ CHROMIUM_FLAGS = [
 
 
 @dataclass
-class Backend:
-    url: str
-    proc: Proc
-    db_url: str
-
-
-@dataclass
 class StreamlitApp:
     url: str
     proc: Proc
 
     def log(self) -> str:
         return self.proc.log_path.read_text(errors="replace")
-
-
-def start_backend(db_url: str, model_dir: Path, data_dir: Path, workdir: Path) -> Backend:
-    """The backend as `python main.py` on a free port, threshold 3, ready to predict."""
-    port = free_port()
-    env = {
-        **model_env(data_dir, workdir / "artifacts"),
-        "MODEL_DIR": str(model_dir),
-        "DATABASE_URL": db_url,
-        "BACKEND_PORT": str(port),
-        "BACKEND_URL": f"http://127.0.0.1:{port}",
-        "RETRAIN_THRESHOLD": "3",
-        # Never reach a developer's running stack: no Airflow (retrain requests stay pending)
-        # and the model from MODEL_DIR, not the MLflow registry.
-        "AIRFLOW_URL": "",
-        "MODEL_SOURCE": "local",
-    }
-    proc = start(f"backend-{port}", [sys.executable, "main.py"], env, workdir / "logs")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/ready", 90, proc)
-    except BaseException:
-        proc.stop()
-        raise
-    return Backend(url, proc, db_url)
 
 
 def start_streamlit(backend_url: str, workdir: Path, **env: str) -> StreamlitApp:

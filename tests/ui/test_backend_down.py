@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ui.conftest import start_backend, start_streamlit, wait_for_app
+from tests.conftest import start_backend
+from tests.ui.conftest import start_streamlit, wait_for_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
