@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.procs import PROJECT_ROOT
 
@@ -53,3 +54,41 @@ def test_evaluate_cli_explains_a_missing_folder(tmp_path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2 and "error: the data folder" in proc.stderr
+
+
+def test_fine_tuning_the_top_blocks_trains_end_to_end(data_dir, tmp_path) -> None:
+    """The optional second phase: unfrozen top layers (BatchNorm kept frozen), then export."""
+    import os
+
+    from tests.conftest import model_env
+
+    env = {**os.environ, **model_env(data_dir, tmp_path / "artifacts")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "--no-publish",
+            "--max-per-dataset",
+            "60",
+            "--aug-copies",
+            "0",
+            "--epochs",
+            "5",
+            "--fine-tune-epochs",
+            "2",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["timings"]["fine_tune_s"] > 0
+    model_dir = Path(summary["model_dir"])
+    history = json.loads((model_dir / "history.json").read_text())
+    head_epochs = len(history["loss"]) - 2
+    assert head_epochs >= 1 and len(history["val_loss"]) == head_epochs + 2  # two fine-tuning epochs appended
+    assert (model_dir / "model.tflite").stat().st_size > 100_000
