@@ -12,6 +12,7 @@ second run spends most of its time outside feature extraction.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -118,6 +119,15 @@ def main() -> int:
                 + " ".join(f"{d:12.1f}" for d in durations)
                 + f" {serving - ts(tis['reload_backend']['end_date']):8.1f} {serving - crossing:7.1f}"
                 + f"   state={request['state']} gate={request['gate_decision']}"
+            )
+            xcom = ac.get(
+                f"/api/v2/dags/{DAG_ID}/dagRuns/{request['dag_run_id']}/taskInstances/retrain_rps_model"
+                "/xcomEntries/return_value"
+            ).json()["value"]
+            trained = xcom if isinstance(xcom, dict) else json.loads(xcom)
+            print(
+                f"    inside retrain_rps_model: {trained['timings']} "
+                f"(features computed {trained['features_computed']}, cached {trained['features_cached']})"
             )
         print(
             "columns: seconds; trigger = crossing → first task running; serving = reload task end → /model "
