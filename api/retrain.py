@@ -82,9 +82,11 @@ class AirflowClient:
         return r.json().get("state")
 
 
-def dag_run_id_for(request_id: int) -> str:
-    """Deterministic, so a retried delivery can never start a second run."""
-    return f"rps-retrain-{request_id}"
+def dag_run_id_for(row: dict[str, Any]) -> str:
+    """Deterministic, so a retried delivery can never start a second run. The request time
+    makes it unique across databases: a fresh database's request 1 must not be mistaken
+    (a 409) for an old run of another installation's request 1 on the same Airflow."""
+    return f"rps-retrain-{row['id']}-{row['requested_at']:%Y%m%dT%H%M%S%f}"
 
 
 class RetrainDispatcher:
@@ -130,7 +132,7 @@ class RetrainDispatcher:
             row = repo.claim_due_retrain_request(conn)
             if row is None:
                 return False
-            run_id = dag_run_id_for(row["id"])
+            run_id = dag_run_id_for(row)
             try:
                 outcome = self.client.trigger(run_id, {"retrain_request_id": row["id"]})
             except AirflowUnavailable as exc:

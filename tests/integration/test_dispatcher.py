@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.retrain import AirflowUnavailable, RetrainDispatcher
+from api.retrain import AirflowUnavailable, RetrainDispatcher, dag_run_id_for
 from Database_connection import repository as repo
 from Database_connection.db import make_pool
 from tests.integration.test_repository import _store
@@ -42,12 +42,21 @@ def _requests(pool) -> list[dict]:
         return repo.list_retrain_requests(conn)
 
 
+def _by_id(pool, request_id: int) -> dict:
+    return next(r for r in _requests(pool) if r["id"] == request_id)
+
+
 def test_requests_piled_up_during_a_run_are_coalesced(dispatcher) -> None:
     d, pool = dispatcher
     for i in range(1, 4):
         _store(pool, i, threshold=1)  # three crossings → three pending requests
     assert d.deliver_one() is True
-    assert d.client.triggered == [("rps-retrain-3", {"retrain_request_id": 3})]
+    [(run_id, conf)] = d.client.triggered
+    assert (
+        run_id == dag_run_id_for(_by_id(pool, 3))
+        and run_id.startswith("rps-retrain-3-")
+        and conf == {"retrain_request_id": 3}
+    )
     rows = {r["id"]: r for r in _requests(pool)}
     assert rows[3]["state"] == "triggered" and rows[3]["model_version_before"] == "v7"
     assert [(rows[i]["state"], rows[i]["superseded_by"]) for i in (1, 2)] == [("superseded", 3)] * 2
@@ -57,7 +66,7 @@ def test_requests_piled_up_during_a_run_are_coalesced(dispatcher) -> None:
     with pool.connection() as conn:
         repo.update_retrain_request(conn, 3, state="succeeded", finished_at=datetime.now(UTC))
     assert d.deliver_one() is True
-    assert [t[0] for t in d.client.triggered] == ["rps-retrain-3", "rps-retrain-4"]
+    assert [t[0] for t in d.client.triggered] == [dag_run_id_for(_by_id(pool, i)) for i in (3, 4)]
 
 
 def test_airflow_down_keeps_the_request_pending_with_backoff(dispatcher) -> None:
