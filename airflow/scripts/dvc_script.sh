@@ -16,8 +16,9 @@ dvc remote modify --local storage url "s3://${S3_BUCKET}/dvcstore"
 if [[ -n "${S3_ENDPOINT_URL:-}" ]]; then
   dvc remote modify --local storage endpointurl "$S3_ENDPOINT_URL"
 fi
-dvc add --quiet Data/processed
-dvc push --quiet --remote storage Data/processed.dvc
+# DVC's progress and errors go to stderr (the task log); stdout carries only the version.
+dvc add Data/processed >&2
+dvc push --remote storage Data/processed.dvc >&2
 md5="$(awk '/md5:/ {print $NF; exit}' Data/processed.dvc)"
 [[ -n "$md5" ]] || { echo "error: no md5 in Data/processed.dvc" >&2; exit 1; }
 echo "pushed Data/processed to s3://${S3_BUCKET}/dvcstore" >&2
