@@ -26,20 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS  # noqa: E402
 from tests.retrain.conftest import make_workspace  # noqa: E402
-from tests.retrain.test_loop import _unique_png  # noqa: E402
+from tests.retrain.test_loop import DAG_ID, STAGES, _unique_png  # noqa: E402
 from tests.support import db as dbs  # noqa: E402
 from tests.support.procs import free_port, start, wait_http, wait_until  # noqa: E402
 from tests.support.stack import AIRFLOW_BACKEND_USER, airflow_client, start_stack, wait_dag_run  # noqa: E402
 
-DAG_ID = "rock_paper_scissors_retrain_pipeline"
-STAGES = (
-    "extract_images_from_postgres",
-    "preprocess_images",
-    "dvc_script",
-    "retrain_rps_model",
-    "evaluate_and_promote",
-    "reload_backend",
-)
 
 
 def ts(value: str) -> float:
