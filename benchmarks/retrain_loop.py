@@ -32,7 +32,6 @@ from tests.support.procs import free_port, start, wait_http, wait_until  # noqa:
 from tests.support.stack import AIRFLOW_BACKEND_USER, airflow_client, start_stack, wait_dag_run  # noqa: E402
 
 
-
 def ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
