@@ -162,6 +162,8 @@ def test_threshold_to_new_champion_serving(loop_stack: LoopStack, sample_images)
     assert after["version"] == f"v{mv.version}" == request["model_version_after"]
     assert after["source"] == "models:/rps-classifier@champion"
     assert loop.backend.alive() and loop.backend.popen.pid == backend_pid
+    info = [line for line in c.get("/metrics").text.splitlines() if line.startswith("rps_model_info{")]
+    assert len(info) == 1 and f'version="{after["version"]}"' in info[0]  # the version metric moved too
     user.halt.set()
     user.join(10)
     assert user.errors == [] and user.ok > 20, user.errors[:5]
