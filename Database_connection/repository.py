@@ -104,13 +104,6 @@ def upsert_label(
     )
 
 
-def get_label(conn: Connection, image_sha256: str) -> dict[str, Any] | None:
-    return conn.execute(
-        "SELECT image_sha256, label, source, prediction_id, updated_at FROM labels WHERE image_sha256 = %s",
-        (image_sha256,),
-    ).fetchone()
-
-
 def count_predictions_since_retrain(conn: Connection) -> int:
     row = conn.execute(
         "SELECT count(*) AS n FROM predictions"
@@ -193,10 +186,6 @@ def list_retrain_requests(conn: Connection, limit: int = 50) -> list[dict[str, A
     ).fetchall()
 
 
-def get_retrain_request(conn: Connection, request_id: int) -> dict[str, Any] | None:
-    return conn.execute(f"SELECT {RETRAIN_COLUMNS} FROM retrain_requests WHERE id = %s", (request_id,)).fetchone()
-
-
 def retrain_run_active(conn: Connection) -> bool:
     """A delivered request whose run has not finished yet."""
     row = conn.execute("SELECT 1 FROM retrain_requests WHERE state IN ('triggered', 'running') LIMIT 1").fetchone()
@@ -262,14 +251,6 @@ def update_retrain_request(conn: Connection, request_id: int, **fields: Any) -> 
 def retrain_state_counts(conn: Connection) -> dict[str, int]:
     rows = conn.execute("SELECT state, count(*) AS n FROM retrain_requests GROUP BY state").fetchall()
     return {r["state"]: int(r["n"]) for r in rows}
-
-
-def last_retrain_duration(conn: Connection) -> float | None:
-    row = conn.execute(
-        "SELECT extract(epoch FROM finished_at - requested_at)::float AS s FROM retrain_requests"
-        " WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1"
-    ).fetchone()
-    return None if row is None else float(row["s"])
 
 
 # --- monitoring (read at scrape time by api.metrics.DatabaseCollector) ----------------
