@@ -24,6 +24,14 @@ done
 say "training the first model if none exists (registered as the first champion)"
 "$PY" -m src.train --if-missing
 
+if [[ ! -f "$ROOT/Data/processed.dvc" ]]; then
+  # Version the base dataset once, as a deployment would: later retrains then push only new files.
+  say "versioning the base dataset with DVC (first time only)"
+  "$PY" -m src.pipeline extract >/dev/null
+  "$PY" -m src.pipeline preprocess >/dev/null
+  "$PY" -m src.pipeline version
+fi
+
 for service in "$ROOT"/scripts/services/[5-9]*.sh; do
   # shellcheck source=/dev/null
   source "$service"
