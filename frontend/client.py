@@ -79,9 +79,15 @@ class BackendClient:
             ) from exc
 
     # Model
-    def predict(self, image: bytes, filename: str = "image.jpg") -> dict[str, Any]:
-        """Classify an image; the backend stores it and the prediction."""
-        return self._json("POST", "/predict", files={"file": (filename, image, _content_type(filename))})
+    def predict(self, image: bytes, filename: str = "image.jpg", store: bool = True) -> dict[str, Any]:
+        """Classify an image; the backend stores it and the prediction unless `store` is False
+        (live previews: not stored, not counted toward a retrain)."""
+        return self._json(
+            "POST",
+            "/predict",
+            files={"file": (filename, image, _content_type(filename))},
+            params=None if store else {"store": "false"},
+        )
 
     def model(self) -> dict[str, Any]:
         return self._json("GET", "/model")

@@ -43,7 +43,9 @@ class Predictor(Protocol):
 
 
 class BackendPredictor:
-    """POST the JPEG-encoded frame to the backend's `/predict` (stored like any prediction)."""
+    """POST the JPEG-encoded frame to the backend's `/predict?store=false`: live previews are
+    classified but not stored, so watching the camera never triggers a retrain by itself
+    (a frame the user saves with a label goes through `/upload`)."""
 
     def __init__(self, client: BackendClient, jpeg_quality: int = 90) -> None:
         self.client = client
@@ -53,7 +55,7 @@ class BackendPredictor:
     def __call__(self, frame_bgr: np.ndarray) -> LivePrediction:
         start = time.perf_counter()
         data = encode_jpeg(frame_bgr, self.jpeg_quality)
-        result = self.client.predict(data, filename="live-frame.jpg")
+        result = self.client.predict(data, filename="live-frame.jpg", store=False)
         return LivePrediction(
             label=result["label"],
             confidence=float(result["confidence"]),
