@@ -62,9 +62,7 @@ class BackendClient:
         if response.status_code >= 400:
             code, message = _error_of(response)
             if response.status_code >= 500:
-                raise BackendUnavailable(
-                    f"Backend unavailable: {message}", code=code, status=response.status_code
-                )
+                raise BackendUnavailable(f"Backend unavailable: {message}", code=code, status=response.status_code)
             raise BackendRejected(message, code=code, status=response.status_code)
         return response
 

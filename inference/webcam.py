@@ -262,7 +262,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", default="0", help="camera index (0, 1, ...) or a video file (default: 0)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--backend", metavar="URL", nargs="?", const=settings.backend_url, default=None,
+        "--backend",
+        metavar="URL",
+        nargs="?",
+        const=settings.backend_url,
+        default=None,
         help=f"classify through the backend's POST /predict (default mode; URL defaults to {settings.backend_url})",
     )
     mode.add_argument("--local", action="store_true", help="classify in-process with the served TFLite model")
@@ -272,7 +276,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-fps", type=float, help="process at most this many frames a second")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument(
-        "--display", choices=("auto", "on", "off"), default="auto",
+        "--display",
+        choices=("auto", "on", "off"),
+        default="auto",
         help="show a window: auto opens one only when a display exists (default: auto)",
     )
     args = parser.parse_args(argv)
@@ -302,8 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             summary = run(
-                args.source, classifier, out_video=args.out_video, csv_path=args.csv,
-                max_fps=args.max_fps, max_frames=args.max_frames, display=display,
+                args.source,
+                classifier,
+                out_video=args.out_video,
+                csv_path=args.csv,
+                max_fps=args.max_fps,
+                max_frames=args.max_frames,
+                display=display,
             )
         finally:
             classifier.close()

@@ -56,7 +56,11 @@ def decoded_frames(video: Path) -> list[np.ndarray]:
 def run_client(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "inference.webcam", *args],
-        cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -69,8 +73,17 @@ def test_local_labels_match_the_backends_for_the_same_frames(clip, model_dir, ba
     url, _ = backend_server
     out_video, out_csv = tmp_path / "annotated.avi", tmp_path / "frames.csv"
     proc = run_client(
-        "--source", str(clip), "--local", "--model-dir", str(model_dir),
-        "--csv", str(out_csv), "--out-video", str(out_video), "--display", "auto",
+        "--source",
+        str(clip),
+        "--local",
+        "--model-dir",
+        str(model_dir),
+        "--csv",
+        str(out_csv),
+        "--out-video",
+        str(out_video),
+        "--display",
+        "auto",
     )
     assert proc.returncode == 0, proc.stderr
     assert "12 frames" in proc.stdout and "fps achieved" in proc.stdout

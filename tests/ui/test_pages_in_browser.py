@@ -47,18 +47,16 @@ def test_upload_shows_the_prediction_and_stores_the_correction(page, ui_app, ui_
     correction = next(c for c in CLASSES if c != predicted)
     page.get_by_role("button", name=f"No, it's {correction}").click()
     page.get_by_text("Saved: corrected to").wait_for()
-    assert query(
-        ui_backend.db_url, "SELECT label, source, prediction_id FROM labels WHERE image_sha256 = %s", sha
-    ) == [(correction, "feedback", prediction_id)]
+    assert query(ui_backend.db_url, "SELECT label, source, prediction_id FROM labels WHERE image_sha256 = %s", sha) == [
+        (correction, "feedback", prediction_id)
+    ]
     screenshot(page, "upload")
 
 
 def test_camera_page_takes_a_photo_and_classifies_it(page, ui_app, ui_backend, screenshot):
     page.goto(f"{ui_app.url}/camera")
     wait_for_app(page)
-    page.wait_for_function(
-        "() => { const v = document.querySelector('video'); return v && v.videoWidth > 0; }"
-    )
+    page.wait_for_function("() => { const v = document.querySelector('video'); return v && v.videoWidth > 0; }")
     page.get_by_role("button", name="Take Photo").click()
     page.wait_for_selector('[data-testid="rps-prediction"]')
     rows = query(

@@ -113,11 +113,26 @@ def test_camera_snapshot_is_classified(page, fake_backend, photo):
 
 def test_system_page_lists_retrain_requests(page, fake_backend):
     fake_backend.retrains = [
-        {"id": 2, "state": "running", "requested_at": "2026-11-26T08:00:00Z", "dag_run_id": "rps-2",
-         "prediction_count": 3, "model_version_before": "v1", "model_version_after": None},
-        {"id": 1, "state": "succeeded", "requested_at": "2026-11-26T07:00:00Z", "finished_at": "2026-11-26T07:05:00Z",
-         "dag_run_id": "rps-1", "data_version": "abc", "model_version_before": "v0", "model_version_after": "v1",
-         "gate_decision": "promoted"},
+        {
+            "id": 2,
+            "state": "running",
+            "requested_at": "2026-11-26T08:00:00Z",
+            "dag_run_id": "rps-2",
+            "prediction_count": 3,
+            "model_version_before": "v1",
+            "model_version_after": None,
+        },
+        {
+            "id": 1,
+            "state": "succeeded",
+            "requested_at": "2026-11-26T07:00:00Z",
+            "finished_at": "2026-11-26T07:05:00Z",
+            "dag_run_id": "rps-1",
+            "data_version": "abc",
+            "model_version_before": "v0",
+            "model_version_after": "v1",
+            "gate_decision": "promoted",
+        },
     ]
     at = page("views/system.py").run()
     assert_no_exception(at)
