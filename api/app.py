@@ -12,10 +12,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics
 from api.errors import error_response, install_error_handlers
-from api.model_sync import ModelSync
+from api.model_sync import ModelSync, record_load
 from api.retrain import RetrainDispatcher
 from api.routes import router
-from Database_connection import repository as repo
 from Database_connection.db import make_pool, migrate, wait_for_db
 from inference.model_holder import ModelHolder, ModelLoadError
 from utils.settings import Settings, get_settings
@@ -41,10 +40,7 @@ def load_initial_model(app: FastAPI) -> None:
         log.error("no model loaded at start-up: %s", exc)
         metrics.MODEL_RELOADS.labels(outcome="failed").inc()
         return
-    metrics.MODEL_RELOADS.labels(outcome="loaded").inc()
-    metrics.set_model_info(model.version, model.source)
-    with app.state.pool.connection() as conn:
-        repo.record_model_load(conn, version=model.version, source=model.source, outcome="loaded")
+    record_load(app.state.pool, model.version, model.source, "loaded")
 
 
 @asynccontextmanager

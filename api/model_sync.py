@@ -21,6 +21,18 @@ from utils.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def record_load(pool, version: str, source: str, outcome: str, detail: str = "") -> None:
+    """Count a (re)load, audit it in `model_loads`, and on success move the version metric."""
+    metrics.MODEL_RELOADS.labels(outcome=outcome).inc()
+    if outcome == "loaded":
+        metrics.set_model_info(version, source)
+    try:
+        with pool.connection(timeout=5) as conn:
+            repo.record_model_load(conn, version=version, source=source, outcome=outcome, detail=detail[:1000])
+    except Exception:
+        log.warning("could not record the model load", exc_info=True)
+
+
 class ModelSync:
     def __init__(self, settings: Settings, holder: ModelHolder, pool) -> None:
         self.settings = settings
@@ -39,14 +51,6 @@ class ModelSync:
         self._stop.set()
         self._thread.join(10)
         shutil.rmtree(self.cache, ignore_errors=True)
-
-    def _record(self, version: str, source: str, outcome: str, detail: str = "") -> None:
-        metrics.MODEL_RELOADS.labels(outcome=outcome).inc()
-        try:
-            with self.pool.connection(timeout=5) as conn:
-                repo.record_model_load(conn, version=version, source=source, outcome=outcome, detail=detail[:1000])
-        except Exception:
-            log.warning("could not record the model load", exc_info=True)
 
     def reload_champion(self, force: bool = False) -> tuple[LoadedModel, LoadedModel | None]:
         """Load `models:/<name>@champion` and swap it in; returns (current, previous)."""
@@ -67,17 +71,16 @@ class ModelSync:
             except ModelLoadError as exc:
                 self._failed_versions.add(version)
                 self.holder.note_failure(str(exc))
-                self._record(version, source, "failed", str(exc))
+                record_load(self.pool, version, source, "failed", str(exc))
                 raise
             except Exception as exc:
                 self._failed_versions.add(version)
                 self.holder.note_failure(f"{version} could not be fetched: {exc}")
-                self._record(version, source, "failed", str(exc))
+                record_load(self.pool, version, source, "failed", str(exc))
                 raise ModelLoadError(f"{version} could not be fetched: {exc}") from exc
             previous = self.holder.swap(model)
             self._failed_versions.discard(version)
-            metrics.set_model_info(model.version, model.source)
-            self._record(version, source, "loaded")
+            record_load(self.pool, version, source, "loaded")
             return model, previous
 
     def _poll(self) -> None:
