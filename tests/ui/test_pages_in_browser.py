@@ -42,7 +42,8 @@ def test_upload_shows_the_prediction_and_stores_the_correction(page, ui_app, ui_
     )
     assert predicted == stored_label
     assert page.get_by_text("Confidence").is_visible()
-    assert page.get_by_text(re.compile(r"until the next retrain|a retrain has been requested")).is_visible()
+    # rendered after the prediction card in the same script run: wait for it (is_visible() does not)
+    page.get_by_text(re.compile(r"until the next retrain|a retrain has been requested")).wait_for(state="visible")
 
     correction = next(c for c in CLASSES if c != predicted)
     page.get_by_role("button", name=f"No, it's {correction}").click()
