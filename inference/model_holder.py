@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.images import preprocess_image
+from utils.images import decode_image, preprocess_image
 from utils.settings import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,17 @@ class Prediction:
     probabilities: dict[str, float]
     model_version: str
     latency_ms: float
+    hand: dict[str, Any] | None = None  # box + landmarks (image pixels) for hand-aware models
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What one image becomes for a model: the image tensor and, for `mobilenet+hand`, the
+    landmark features and the hand they describe."""
+
+    image: np.ndarray
+    hand_features: np.ndarray | None = None
+    hand: Any = None  # utils.hands.Hand
 
 
 @dataclass
@@ -58,6 +69,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     source: str
     interpreter: Any = field(repr=False)
+    hands: Any = field(default=None, repr=False)  # utils.hands.HandDetector for mobilenet+hand
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -77,26 +89,51 @@ class LoadedModel:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.metadata.get("class_names", CLASS_NAMES))
 
-    def prepare(self, source: bytes | np.ndarray, **limits: int) -> np.ndarray:
-        """Bytes or a BGR frame → this model's input tensor, via the shared preprocessing."""
-        return preprocess_image(source, self.input_size, self.backbone, **limits)
+    @property
+    def feature_set(self) -> str:
+        return str(self.metadata["architecture"].get("feature_set", "mobilenet"))
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a (N, H, W, 3) batch. The interpreter is not thread-safe: lock it."""
+    def prepare(self, source: bytes | np.ndarray, **limits: int) -> ModelInput:
+        """Bytes or a BGR frame → this model's inputs, via the shared preprocessing (plus the
+        hand stage of `utils.hands` for hand-aware models)."""
+        if self.hands is None:
+            return ModelInput(preprocess_image(source, self.input_size, self.backbone, **limits))
+        from utils.hands import hand_inputs
+
+        bgr = decode_image(source, **limits).bgr if isinstance(source, bytes | bytearray) else source
+        found = hand_inputs(bgr, self.hands, self.input_size, self.backbone)
+        return ModelInput(found.image, found.features, found.hand)
+
+    def run(self, batch: np.ndarray, hand_features: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for a (N, H, W, 3) batch (+ (N, F) landmark features for hand-aware
+        models). The interpreter is not thread-safe: lock it."""
         interp = self.interpreter
-        inp = interp.get_input_details()[0]
+        feeds = [(batch, next(d for d in interp.get_input_details() if len(d["shape"]) == 4))]
+        if hand_features is not None:
+            feeds.append((hand_features, next(d for d in interp.get_input_details() if len(d["shape"]) == 2)))
         out = interp.get_output_details()[0]
         with self._lock:
-            if tuple(inp["shape"]) != batch.shape:
-                interp.resize_tensor_input(inp["index"], batch.shape, strict=False)
+            if any(tuple(d["shape"]) != x.shape for x, d in feeds):
+                for x, d in feeds:
+                    interp.resize_tensor_input(d["index"], x.shape, strict=False)
                 interp.allocate_tensors()
-            interp.set_tensor(inp["index"], batch.astype(np.float32, copy=False))
+            for x, d in feeds:
+                interp.set_tensor(d["index"], x.astype(np.float32, copy=False))
             interp.invoke()
             return np.array(interp.get_tensor(out["index"]))
 
-    def predict_tensor(self, tensor: np.ndarray) -> Prediction:
+    def run_inputs(self, inputs: list[ModelInput]) -> np.ndarray:
+        """Probabilities for prepared inputs, as one batch."""
+        images = np.stack([i.image for i in inputs])
+        if self.hands is None:
+            return self.run(images)
+        return self.run(images, np.stack([i.hand_features for i in inputs]))
+
+    def predict_tensor(self, inputs: ModelInput | np.ndarray) -> Prediction:
+        if isinstance(inputs, np.ndarray):
+            inputs = ModelInput(inputs)
         start = time.perf_counter()
-        probs = self.run(tensor[None, ...])[0]
+        probs = self.run_inputs([inputs])[0]
         latency_ms = (time.perf_counter() - start) * 1000
         idx = int(np.argmax(probs))
         return Prediction(
@@ -105,6 +142,7 @@ class LoadedModel:
             probabilities={name: float(p) for name, p in zip(self.class_names, probs, strict=True)},
             model_version=self.version,
             latency_ms=latency_ms,
+            hand=inputs.hand.as_json() if inputs.hand is not None else None,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -115,12 +153,29 @@ class LoadedModel:
             "loaded_at": self.loaded_at.isoformat(),
             "created_at": self.metadata.get("created_at"),
             "architecture": self.metadata["architecture"],
+            "feature_set": self.feature_set,
             "runtime": _runtime_name(),
             "class_names": list(self.class_names),
             "metrics": self.metadata.get("metrics", {}),
             "data_version": self.metadata.get("data_version"),
             "training_id": self.metadata.get("training_id"),
         }
+
+
+def _hand_detector(architecture: dict[str, Any]):
+    """The MediaPipe hand stage a `mobilenet+hand` model needs, from HAND_MODELS_DIR."""
+    if architecture.get("feature_set", "mobilenet") == "mobilenet":
+        return None
+    if architecture["feature_set"] != "mobilenet+hand":
+        raise ModelLoadError(f"unknown feature set {architecture['feature_set']!r} in the model's metadata")
+    from utils.hand_models import HandModelsMissing
+    from utils.hands import HandDetector
+    from utils.settings import get_settings
+
+    try:
+        return HandDetector.from_dir(get_settings().hand_models_dir, int(architecture.get("hand_model_complexity", 1)))
+    except HandModelsMissing as exc:
+        raise ModelLoadError(f"the model needs the MediaPipe hand models: {exc}") from exc
 
 
 def load_model_dir(path: Path, source: str | None = None, version: str | None = None) -> LoadedModel:
@@ -142,9 +197,13 @@ def load_model_dir(path: Path, source: str | None = None, version: str | None = 
             metadata["version"] = version
         interpreter = Interpreter(model_path=str(tflite), num_threads=1)
         interpreter.allocate_tensors()
-        model = LoadedModel(path=path.resolve(), metadata=metadata, source=source or str(path), interpreter=interpreter)
+        hands = _hand_detector(metadata["architecture"])
+        model = LoadedModel(
+            path=path.resolve(), metadata=metadata, source=source or str(path), interpreter=interpreter, hands=hands
+        )
         size = model.input_size
-        probs = model.run(np.zeros((1, size, size, 3), np.float32))
+        extra = np.zeros((1, metadata["architecture"]["hand_features"]), np.float32) if hands else None
+        probs = model.run(np.zeros((1, size, size, 3), np.float32), extra)
     except ModelLoadError:
         raise
     except Exception as exc:
