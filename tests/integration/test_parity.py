@@ -75,3 +75,23 @@ def test_failed_load_keeps_old_model_and_swap_is_atomic(model_dir, tmp_path, sam
     second = holder.load_and_swap(model_dir)
     assert holder.current is second and in_flight is first
     assert in_flight.predict_tensor(in_flight.prepare(data)).label == "paper"
+
+
+def test_a_hand_model_without_the_mediapipe_models_says_how_to_get_them(
+    model_dir, other_feature_set_model, tmp_path, monkeypatch
+) -> None:
+    from inference.model_holder import ModelLoadError, load_model_dir
+    from utils.settings import get_settings
+
+    hand_model = next(
+        d
+        for d in (model_dir, other_feature_set_model)
+        if json.loads((d / "metadata.json").read_text())["architecture"].get("feature_set") == "mobilenet+hand"
+    )
+    monkeypatch.setenv("HAND_MODELS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ModelLoadError, match=r"python -m utils\.hand_models fetch"):
+            load_model_dir(hand_model)
+    finally:
+        get_settings.cache_clear()
