@@ -76,7 +76,7 @@ def main() -> int:
         comps = {}
         if not args.no_composites:
             comps = extractor.features(
-                ((f"composite2-{k}", lambda s=s, k=k: composite_png(s.path.read_bytes(), k)) for k, s in every.items()),
+                ((f"composite3-{k}", lambda s=s, k=k: composite_png(s.path.read_bytes(), k)) for k, s in every.items()),
                 0,
             )
         print(
@@ -112,7 +112,7 @@ def main() -> int:
                 for c in CLASS_NAMES:
                     per_class[c].append(report["per_class"][c]["recall"])
                 if comps:
-                    xc = np.stack([comps[f"composite2-{s.key}"][0] for s in val_s])
+                    xc = np.stack([comps[f"composite3-{s.key}"][0] for s in val_s])
                     rows["composites"].append(float((head.predict(xc, verbose=0).argmax(1) == yv).mean()))
                     if found_col is not None:
                         rows["no_hand_composites"].append(float((xc[:, found_col] == 0).mean()))

@@ -53,7 +53,7 @@ ANCHOR_OPTIONS: dict[str, Any] = {
 ROI_SCALE, ROI_SHIFT_Y = 2.6, -0.5
 
 # Bump when anything above changes what the stage outputs: feature caches are keyed by it.
-HAND_STAGE_VERSION = 2
+HAND_STAGE_VERSION = 3
 TIPS = (4, 8, 12, 16, 20)
 FINGERS = ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (0, 9, 10, 11, 12), (0, 13, 14, 15, 16), (0, 17, 18, 19, 20))
 # flags (found, presence) + 21 x (x, y, z) + 15 fingertip distances + 15 joint angles
@@ -372,6 +372,24 @@ def landmark_features(hand: Hand) -> np.ndarray:
     return out
 
 
+# The classifier's view of a found hand: a square around the landmarks with 15 % margin each
+# side, axis-aligned, as the dataset crops were cut; when that square would cover at least
+# half of the frame's long side the frame already is a hand crop and is used whole.
+CROP_MARGIN = 1.3
+WHOLE_FRAME_FRACTION = 0.5
+
+
+def hand_square(hand: Hand, width: int, height: int) -> RotatedRect | None:
+    """The axis-aligned square the classifier sees for a small hand, or None for the whole frame."""
+    if not hand.found or hand.landmarks is None:
+        return None
+    (x0, y0), (x1, y1) = hand.landmarks[:, :2].min(0), hand.landmarks[:, :2].max(0)
+    side = float(max(x1 - x0, y1 - y0)) * CROP_MARGIN
+    if side >= WHOLE_FRAME_FRACTION * max(width, height):
+        return None
+    return RotatedRect(float(x0 + x1) / 2, float(y0 + y1) / 2, side, side, 0.0)
+
+
 @dataclass(frozen=True)
 class HandInputs:
     """The fused model's two inputs and the hand they came from."""
@@ -382,15 +400,16 @@ class HandInputs:
 
 
 def hand_inputs(bgr: np.ndarray, detector: HandDetector, size: int, backbone: str) -> HandInputs:
-    """BGR frame -> (hand crop or whole image at the best rotation, landmark features)."""
-    from utils.images import backbone_preprocess
+    """BGR frame -> (the hand's square crop, or the whole frame, as the backbone's input;
+    landmark features). A whole frame gets exactly `preprocess_image`'s tensor."""
+    from utils.images import backbone_preprocess, to_rgb_resized
 
     if bgr.ndim == 2:
         bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
     elif bgr.shape[2] == 4:
         bgr = cv2.cvtColor(bgr, cv2.COLOR_BGRA2BGR)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    hand, patch = detector.find(rgb)
-    if patch.shape[0] != size:
-        patch = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
-    return HandInputs(backbone_preprocess(patch, backbone), landmark_features(hand), hand)
+    hand, _ = detector.find(rgb)
+    square = hand_square(hand, rgb.shape[1], rgb.shape[0])
+    view = to_rgb_resized(bgr, size) if square is None else crop(rgb, square, size)
+    return HandInputs(backbone_preprocess(view, backbone), landmark_features(hand), hand)

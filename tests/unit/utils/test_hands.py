@@ -18,6 +18,7 @@ from utils.hands import (
     crop,
     decode_palms,
     hand_inputs,
+    hand_square,
     landmark_features,
     palm_to_rect,
     ssd_anchors,
@@ -109,6 +110,18 @@ def test_landmark_features_ignore_position_scale_and_roll() -> None:
     assert out[0] == 1.0 and np.all(out[-15:] >= 0) and np.all(out[-15:] <= 1)
     nothing = landmark_features(Hand(False, "none", 0.1, RotatedRect(0, 0, 1, 1, 0), None))
     assert not nothing.any()
+
+
+def test_the_classifier_sees_a_small_hand_cropped_and_a_big_one_whole() -> None:
+    pts = np.zeros((21, 3), np.float32)
+    pts[:, 0] = np.linspace(300, 400, 21)
+    pts[:, 1] = np.linspace(200, 260, 21)
+    small = hand_square(Hand(True, "palm", 0.9, RotatedRect(0, 0, 1, 1, 0), pts), 640, 480)
+    assert small is not None and small.rotation == 0.0
+    assert (small.cx, small.cy, small.width) == pytest.approx((350, 230, 130))  # 100 px + 15 % a side
+    big = hand_square(Hand(True, "palm", 0.9, RotatedRect(0, 0, 1, 1, 0), pts * 2.5), 640, 480)
+    assert big is None
+    assert hand_square(Hand(False, "none", 0.1, RotatedRect(0, 0, 1, 1, 0), None), 640, 480) is None
 
 
 @pytest.fixture(scope="module")
