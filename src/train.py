@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,10 @@ def train(
     arch = Architecture.from_settings(settings, config.feature_set or None)
     if arch.uses_hands and config.fine_tune_epochs:
         raise ValueError("fine-tuning is implemented for the `mobilenet` feature set only")
+    if arch.uses_hands and config.aug_copies > settings.hand_aug_copies:
+        # each augmented copy runs the whole hand stage (palm + landmarks): HAND_AUG_COPIES caps it
+        log.info("mobilenet+hand: %d augmented copies (HAND_AUG_COPIES)", settings.hand_aug_copies)
+        config = replace(config, aug_copies=settings.hand_aug_copies)
     train_s, val_s = splits or assemble_samples(settings, config)
     check_trainable(train_s + val_s, settings, forbidden_keys(settings) if forbidden is None else forbidden)
     log.info("train %s | val %s", describe(train_s), describe(val_s))

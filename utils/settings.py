@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # `python -m utils.hand_models fetch`; 0 = lite models (faster), 1 = full, as MediaPipe names it.
     hand_models_dir: Path = PROJECT_ROOT / "artifacts" / "hand_models"
     hand_model_complexity: Literal[0, 1] = 1
+    # Augmented copies per training image for `mobilenet+hand` (each runs the hand stage; the
+    # landmark features are already position-, scale- and roll-normalised). Caps --aug-copies.
+    hand_aug_copies: int = Field(default=0, ge=0)
 
     # Data
     data_dir: Path = PROJECT_ROOT / "Data"
