@@ -54,7 +54,7 @@ class ModelSync:
 
     def reload_champion(self, force: bool = False) -> tuple[LoadedModel, LoadedModel | None]:
         """Load `models:/<name>@champion` and swap it in; returns (current, previous)."""
-        from src.registry import champion, download_serving
+        from inference.registry import champion, download_serving
 
         with self._lock:
             found = champion(self.settings)
@@ -84,7 +84,7 @@ class ModelSync:
             return model, previous
 
     def _poll(self) -> None:
-        from src.registry import champion
+        from inference.registry import champion
 
         while not self._stop.wait(self.settings.model_poll_seconds):
             try:
