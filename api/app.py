@@ -48,7 +48,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     wait_for_db(settings.database_url)
     migrate(settings.database_url)
-    app.state.pool = pool = make_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    app.state.pool = pool = make_pool(
+        settings.database_url, settings.db_pool_min, settings.db_pool_max, timeout=settings.db_timeout_s
+    )
     collector = metrics.DatabaseCollector(pool, settings.retrain_threshold)
     REGISTRY.register(collector)
     use_registry = settings.model_source == "mlflow" and bool(settings.mlflow_tracking_uri)
@@ -109,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.holder = ModelHolder()
+    app.state.holder = ModelHolder(settings.max_concurrent_predictions, settings.prediction_queue_s)
     install_error_handlers(app)
 
     app.add_middleware(RefuseOversized, limit=settings.max_upload_bytes)

@@ -63,13 +63,16 @@ RETRAIN_DURATION_BUCKETS = [60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 72
 PREDICTIONS = Counter("rps_predictions_total", "Predictions served, by predicted class", ["label"])
 PREDICTION_LATENCY = Histogram(
     "rps_prediction_latency_seconds",
-    "Model time per prediction (preprocess + inference)",
+    "Time per prediction: decode + preprocess + inference (ModelHolder.predict)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 PREDICTION_CONFIDENCE = Histogram(
     "rps_prediction_confidence",
     "Confidence of the predicted class",
     buckets=(0.34, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+OVERLOAD_REJECTIONS = Counter(
+    "rps_overload_rejections_total", "Requests answered 503 busy: no prediction slot freed within the queue wait"
 )
 REJECTED_INPUTS = Counter("rps_rejected_inputs_total", "Inputs refused with a 4xx, by reason", ["reason"])
 MODEL_INFO = Gauge(

@@ -9,6 +9,7 @@ while serving used MobileNet's own scaling).
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 
@@ -37,6 +38,16 @@ class ImageRejected(ValueError):
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """What is stored about an image besides its bytes."""
+
+    format: str
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class DecodedImage:
     """A validated image: BGR pixels plus what we store about it."""
 
@@ -45,6 +56,10 @@ class DecodedImage:
     width: int
     height: int
     sha256: str
+
+    @property
+    def info(self) -> ImageInfo:
+        return ImageInfo(self.format, self.width, self.height, self.sha256)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -109,17 +124,82 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int]:
     return _png_size(data) if fmt == "png" else _jpeg_size(data)
 
 
-def _check_complete(data: bytes, fmt: str) -> None:
-    """OpenCV decodes truncated files into partly grey images; refuse them up front."""
-    tail = data.rstrip(b"\x00")
-    if fmt == "jpeg" and not tail.endswith(b"\xff\xd9"):
-        raise ImageRejected("truncated_image", "The JPEG is truncated; upload the complete file.", 422)
-    if fmt == "png" and b"IEND" not in data[-32:]:
+_JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """Offset just past the JPEG's end-of-image marker, or None when the file stops first.
+
+    Walks the marker segments by their lengths (so an EXIF thumbnail's own markers are
+    skipped) and each scan's entropy-coded data to the next real marker. Phones append
+    data after the end marker (Samsung trailers, motion-photo videos): that is not damage.
+    """
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:
+            return i + 2
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        i += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next real marker
+            found = _JPEG_MARKER_IN_SCAN.search(data, i)
+            if found is None:
+                return None
+            i = found.start()
+    if i + 2 <= n and data[i : i + 2] == b"\xff\xd9":
+        return i + 2
+    return None
+
+
+def _check_complete(data: bytes, fmt: str) -> bytes:
+    """The image's own bytes (trailers dropped); OpenCV decodes truncated files into partly
+    grey images, so those are refused up front."""
+    if fmt == "jpeg":
+        end = jpeg_end(data)
+        if end is None:
+            raise ImageRejected("truncated_image", "The JPEG is truncated; upload the complete file.", 422)
+        return data[:end]
+    if b"IEND" not in data[-32:]:
         raise ImageRejected("truncated_image", "The PNG is truncated; upload the complete file.", 422)
+    return data
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 16) -> DecodedImage:
-    """Validate encoded bytes and decode them to BGR, refusing bombs before allocating pixels."""
+def _jpeg_reduction(width: int, height: int, target_side: int) -> int:
+    """The largest 1/2, 1/4 or 1/8 scale libjpeg can decode at directly that keeps the
+    shorter side at least `target_side`: a 40 MP photo becomes 0.6 MP, never 120 MB of pixels."""
+    if target_side <= 0:
+        return 1
+    for factor in (8, 4, 2):
+        if min(width, height) // factor >= target_side:
+            return factor
+    return 1
+
+
+_REDUCED_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 16, target_side: int = 0
+) -> DecodedImage:
+    """Validate encoded bytes and decode them to BGR, refusing bombs before allocating pixels.
+
+    `target_side` > 0: a JPEG far larger than that is decoded at 1/2, 1/4 or 1/8 scale (its
+    shorter side stays >= `target_side`), which bounds memory and time for phone photos.
+    EXIF orientation is applied; `width` and `height` are the full-size image as displayed.
+    """
     fmt = sniff_format(data)
     width, height = header_size(data, fmt)
     if width == 0 or height == 0:
@@ -134,10 +214,13 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 1
         raise ImageRejected(
             "image_too_small", f"The image is {width}x{height}; each side needs at least {min_side} px.", 422
         )
-    _check_complete(data, fmt)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image_bytes = _check_complete(data, fmt)
+    factor = _jpeg_reduction(width, height, target_side) if fmt == "jpeg" else 1
+    bgr = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), _REDUCED_FLAGS[factor])
     if bgr is None:
         raise ImageRejected("corrupt_image", f"The {fmt.upper()} file could not be decoded; it is damaged.", 422)
+    if width != height and (bgr.shape[0] > bgr.shape[1]) != (height > width):
+        width, height = height, width  # EXIF rotated it by 90 degrees
     return DecodedImage(bgr=bgr, format=fmt, width=width, height=height, sha256=sha256_hex(data))
 
 
@@ -147,9 +230,9 @@ def to_rgb_resized(bgr: np.ndarray, size: int) -> np.ndarray:
         bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
     elif bgr.shape[2] == 4:
         bgr = cv2.cvtColor(bgr, cv2.COLOR_BGRA2BGR)
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
+    # Resize first: the colour swap then touches size x size pixels, not the whole photo.
+    interp = cv2.INTER_AREA if min(bgr.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.cvtColor(cv2.resize(bgr, (size, size), interpolation=interp), cv2.COLOR_BGR2RGB)
 
 
 def backbone_preprocess(rgb: np.ndarray, backbone: str = "mobilenet") -> np.ndarray:
@@ -167,7 +250,10 @@ def preprocess_image(
     source: bytes | np.ndarray, size: int = 224, backbone: str = "mobilenet", **limits: int
 ) -> np.ndarray:
     """Encoded bytes or a BGR frame → float32 (size, size, 3) model input."""
-    bgr = decode_image(source, **limits).bgr if isinstance(source, bytes | bytearray) else source
+    if isinstance(source, bytes | bytearray):
+        bgr = decode_image(bytes(source), target_side=size, **limits).bgr
+    else:
+        bgr = source
     return backbone_preprocess(to_rgb_resized(bgr, size), backbone)
 
 
