@@ -188,7 +188,7 @@ def health() -> Health:
 def ready(holder: HolderDep, pool: PoolDep) -> Ready | JSONResponse:
     """Readiness: the database answers and a model is loaded."""
     try:
-        with pool.connection(timeout=2) as conn:
+        with pool.connection() as conn:
             conn.execute("SELECT 1")
     except Exception as exc:
         raise APIError(503, "database_unavailable", f"PostgreSQL is not reachable: {exc}") from exc

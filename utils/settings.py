@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     db_pool_max: int = 10
     # How long a request waits for a pooled connection (and a new connection for PostgreSQL)
     # before it answers 503: an outage costs a user two seconds, not thirty.
-    db_timeout_s: float = Field(default=2.0, gt=0)
+    db_timeout_s: float = Field(default=1.5, gt=0)
 
     # Backend
     backend_host: str = "127.0.0.1"
