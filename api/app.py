@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics
-from api.errors import error_response, install_error_handlers
+from api.body_limit import BodySizeLimit
+from api.errors import install_error_handlers
 from api.model_sync import ModelSync, record_load
 from api.retrain import RetrainDispatcher
 from api.routes import router
@@ -76,30 +76,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.close()
 
 
-class RefuseOversized:
-    """Refuse declared-oversize bodies before reading them (multipart overhead allowed).
-
-    Plain ASGI rather than `@app.middleware("http")`: BaseHTTPMiddleware costs about a
-    millisecond per request on these CPUs, as much as the model itself."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.limit + 64 * 1024:
-                metrics.REJECTED_INPUTS.labels(reason="file_too_large").inc()
-                response = error_response(
-                    413,
-                    "file_too_large",
-                    f"The request is over the {self.limit / 2**20:.0f} MiB upload limit; send a smaller image.",
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -114,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = ModelHolder(settings.max_concurrent_predictions, settings.prediction_queue_s)
     install_error_handlers(app)
 
-    app.add_middleware(RefuseOversized, limit=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.include_router(router)
 
     metrics.install(app)
