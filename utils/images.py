@@ -183,6 +183,59 @@ def _jpeg_reduction(width: int, height: int, target_side: int) -> int:
     return 1
 
 
+def jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG; 1 when absent or unreadable."""
+    i, n = 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xD9, 0xDA):
+            break
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        segment = data[i + 4 : i + 2 + length]
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+            return _tiff_orientation(segment[6:])
+        i += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == 0x0112 and kind == 3:  # Orientation, SHORT
+            (value,) = struct.unpack(order + "H", entry[8:10])
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def apply_orientation(bgr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels upright as EXIF says (what OpenCV's own, slower, path does)."""
+    if orientation == 2:
+        return cv2.flip(bgr, 1)
+    if orientation == 3:
+        return cv2.rotate(bgr, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(bgr, 0)
+    if orientation == 5:
+        return cv2.transpose(bgr)
+    if orientation == 6:
+        return cv2.rotate(bgr, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.transpose(bgr), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return bgr
+
+
 _REDUCED_FLAGS = {
     1: cv2.IMREAD_COLOR,
     2: cv2.IMREAD_REDUCED_COLOR_2,
@@ -215,12 +268,21 @@ def decode_image(
             "image_too_small", f"The image is {width}x{height}; each side needs at least {min_side} px.", 422
         )
     image_bytes = _check_complete(data, fmt)
-    factor = _jpeg_reduction(width, height, target_side) if fmt == "jpeg" else 1
-    bgr = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), _REDUCED_FLAGS[factor])
+    buffer = np.frombuffer(image_bytes, np.uint8)
+    if fmt == "jpeg":
+        # The EXIF rotation is applied here rather than by OpenCV, whose path costs ~30 ms
+        # more on a 12 MP photo than the decode itself saves at reduced scale.
+        flags = _REDUCED_FLAGS[_jpeg_reduction(width, height, target_side)] | cv2.IMREAD_IGNORE_ORIENTATION
+        orientation = jpeg_orientation(image_bytes)
+        bgr = cv2.imdecode(buffer, flags)
+        if bgr is not None:
+            bgr = apply_orientation(bgr, orientation)
+            if orientation >= 5:  # the quarter turns and diagonal flips swap the sides
+                width, height = height, width
+    else:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageRejected("corrupt_image", f"The {fmt.upper()} file could not be decoded; it is damaged.", 422)
-    if width != height and (bgr.shape[0] > bgr.shape[1]) != (height > width):
-        width, height = height, width  # EXIF rotated it by 90 degrees
     return DecodedImage(bgr=bgr, format=fmt, width=width, height=height, sha256=sha256_hex(data))
 
 
