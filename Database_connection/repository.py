@@ -208,10 +208,18 @@ def claim_due_retrain_request(conn: Connection) -> dict[str, Any] | None:
     return row
 
 
+def postpone_retrain_request(conn: Connection, request_id: int, delay_s: float) -> None:
+    """Lease a claimed request: other dispatchers skip it until `delay_s` has passed."""
+    conn.execute(
+        "UPDATE retrain_requests SET next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+        (delay_s, request_id),
+    )
+
+
 def mark_retrain_triggered(conn: Connection, request_id: int, dag_run_id: str, model_version_before: str) -> None:
     conn.execute(
         "UPDATE retrain_requests SET state = 'triggered', dag_run_id = %s, triggered_at = now(),"
-        " attempts = attempts + 1, last_error = NULL, model_version_before = %s WHERE id = %s",
+        " attempts = attempts + 1, last_error = NULL, model_version_before = %s WHERE id = %s AND state = 'pending'",
         (dag_run_id, model_version_before, request_id),
     )
 
@@ -219,9 +227,26 @@ def mark_retrain_triggered(conn: Connection, request_id: int, dag_run_id: str, m
 def mark_retrain_retry(conn: Connection, request_id: int, error: str, delay_s: float) -> None:
     conn.execute(
         "UPDATE retrain_requests SET attempts = attempts + 1, last_error = %s,"
-        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s AND state = 'pending'",
         (error, delay_s, request_id),
     )
+
+
+def fail_pending_retrain_request(conn: Connection, request_id: int, error: str) -> None:
+    """A request Airflow refused for good (credentials, DAG id): failed, with the reason."""
+    conn.execute(
+        "UPDATE retrain_requests SET state = 'failed', finished_at = now(), attempts = attempts + 1,"
+        " last_error = %s WHERE id = %s AND state = 'pending'",
+        (error, request_id),
+    )
+
+
+def active_retrain_requests(conn: Connection) -> list[dict[str, Any]]:
+    """Every delivered request whose run has not ended, oldest first (no limit: an orphan
+    must never hide behind newer requests)."""
+    return conn.execute(
+        f"SELECT {RETRAIN_COLUMNS} FROM retrain_requests WHERE state IN ('triggered', 'running') ORDER BY id"
+    ).fetchall()
 
 
 _UPDATABLE = {

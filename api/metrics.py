@@ -85,6 +85,11 @@ MODEL_LOADED = Gauge(
     "rps_model_loaded", "1 when a model is being served (by every live worker)", multiprocess_mode="livemin"
 )
 MODEL_RELOADS = Counter("rps_model_reloads_total", "Model (re)loads, by outcome", ["outcome"])
+RETRAIN_DELIVERY_ERRORS = Counter(
+    "rps_retrain_delivery_errors_total",
+    "Failed retrain triggers: transient (retried with backoff) or permanent (request failed)",
+    ["kind"],
+)
 FEEDBACK = Counter("rps_feedback_total", "User feedback received, by whether the prediction was right", ["correct"])
 DB_POOL_IN_USE = Gauge("rps_db_pool_connections_in_use", "DB pool connections checked out", multiprocess_mode="livesum")
 DB_POOL_SIZE = Gauge("rps_db_pool_size", "DB pool connections open", multiprocess_mode="livesum")
@@ -97,6 +102,8 @@ for _correct in ("true", "false"):
     FEEDBACK.labels(correct=_correct)
 for _outcome in ("loaded", "failed"):
     MODEL_RELOADS.labels(outcome=_outcome)
+for _kind in ("transient", "permanent"):
+    RETRAIN_DELIVERY_ERRORS.labels(kind=_kind)
 
 # Created once per process: the instrumentator's helpers register their metric when called,
 # and every app built in this process (tests build many) shares these two.
