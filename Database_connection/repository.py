@@ -337,3 +337,35 @@ def fail_retrain_if_open(conn: Connection, request_id: int, error: str) -> None:
         " WHERE id = %s AND state IN ('triggered', 'running')",
         (error, request_id),
     )
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+def prune_unlabelled_images(conn: Connection, older_than_days: float, batch: int = 200) -> dict[str, int]:
+    """Delete up to `batch` stored images that nobody labelled, first stored and last
+    predicted on more than `older_than_days` ago, with their predictions. Labelled images are
+    training data and are never touched; rows another session holds are skipped."""
+    row = conn.execute(
+        "WITH doomed AS ("
+        "  SELECT i.sha256, i.size_bytes FROM images i"
+        "  WHERE i.created_at < now() - make_interval(secs => %(age)s)"
+        "    AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.image_sha256 = i.sha256)"
+        "    AND NOT EXISTS (SELECT 1 FROM predictions p WHERE p.image_sha256 = i.sha256"
+        "                    AND p.created_at >= now() - make_interval(secs => %(age)s))"
+        "  ORDER BY i.created_at LIMIT %(batch)s FOR UPDATE OF i SKIP LOCKED"
+        "), gone_predictions AS ("
+        "  DELETE FROM predictions p USING doomed d WHERE p.image_sha256 = d.sha256 RETURNING p.id"
+        "), gone_images AS ("
+        "  DELETE FROM images i USING doomed d WHERE i.sha256 = d.sha256 RETURNING i.size_bytes"
+        ")"
+        " SELECT (SELECT count(*) FROM gone_images) AS images,"
+        " (SELECT count(*) FROM gone_predictions) AS predictions,"
+        " (SELECT coalesce(sum(size_bytes), 0) FROM gone_images) AS bytes",
+        {"age": older_than_days * 86400.0, "batch": batch},
+    ).fetchone()
+    return {k: int(row[k]) for k in ("images", "predictions", "bytes")}
+
+
+def database_size_bytes(conn: Connection) -> int:
+    return int(conn.execute("SELECT pg_database_size(current_database()) AS n").fetchone()["n"])

@@ -13,6 +13,7 @@ from api import metrics
 from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.model_sync import ModelSync, record_load
+from api.retention import RetentionJob
 from api.retrain import RetrainDispatcher
 from api.routes import router
 from Database_connection.db import make_pool, migrate, wait_for_db
@@ -60,14 +61,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder: ModelHolder = app.state.holder
         dispatcher = RetrainDispatcher(settings, pool, lambda: m.version if (m := holder.peek()) else None)
         app.state.on_retrain_requested = dispatcher.notify
+    retention = RetentionJob(settings, pool) if settings.unlabelled_image_retention_days > 0 else None
     try:
         load_initial_model(app)
         if app.state.model_sync is not None:
             app.state.model_sync.start()
         if dispatcher is not None:
             dispatcher.start()
+        if retention is not None:
+            retention.start()
         yield
     finally:
+        if retention is not None:
+            retention.stop()
         if dispatcher is not None:
             dispatcher.stop()
         if app.state.model_sync is not None:

@@ -90,6 +90,9 @@ RETRAIN_DELIVERY_ERRORS = Counter(
     "Failed retrain triggers: transient (retried with backoff) or permanent (request failed)",
     ["kind"],
 )
+PRUNED_IMAGES = Counter(
+    "rps_pruned_images_total", "Unlabelled stored images deleted by the retention job (with their predictions)"
+)
 FEEDBACK = Counter("rps_feedback_total", "User feedback received, by whether the prediction was right", ["correct"])
 DB_POOL_IN_USE = Gauge("rps_db_pool_connections_in_use", "DB pool connections checked out", multiprocess_mode="livesum")
 DB_POOL_SIZE = Gauge("rps_db_pool_size", "DB pool connections open", multiprocess_mode="livesum")
@@ -189,6 +192,7 @@ class DatabaseCollector(Collector):
             GaugeMetricFamily(name, doc)
             for name, doc in (
                 ("rps_database_up", "Whether the DB answered the scrape"),
+                ("rps_database_size_bytes", "Size of the backend's PostgreSQL database on disk"),
                 ("rps_retrain_threshold", "Predictions that trigger a retrain"),
                 ("rps_predictions_since_retrain", "Predictions since the last retrain request"),
                 ("rps_labelled_images", "Images with a human-confirmed label"),
@@ -216,11 +220,15 @@ class DatabaseCollector(Collector):
                 awaiting, oldest_awaiting = repo.labels_awaiting_retrain(conn)
                 acc, n = repo.feedback_accuracy(conn, self.feedback_window)
                 labelled = repo.stats(conn)["labelled_images"]
+                size = repo.database_size_bytes(conn)
         except Exception:
             log.warning("metrics: database unavailable during scrape", exc_info=True)
             yield GaugeMetricFamily("rps_database_up", "Whether the DB answered the scrape", value=0)
             return
         yield GaugeMetricFamily("rps_database_up", "Whether the DB answered the scrape", value=1)
+        yield GaugeMetricFamily(
+            "rps_database_size_bytes", "Size of the backend's PostgreSQL database on disk", value=size
+        )
         yield GaugeMetricFamily(
             "rps_predictions_since_retrain", "Predictions since the last retrain request", value=since
         )
