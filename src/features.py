@@ -44,7 +44,7 @@ def training_inputs(
     """(image tensor, landmark features or None): what serving's `LoadedModel.prepare` gives."""
     if hands is None:
         return training_tensor(data, size, backbone), None
-    found = hand_inputs(decode_image(data).bgr, hands, size, backbone)
+    found = hand_inputs(decode_image(data, target_side=size).bgr, hands, size, backbone)  # as LoadedModel.decode
     return found.image, found.features
 
 
@@ -54,7 +54,7 @@ def augmented_inputs(
     """Augmented copies; with hands, each copy of the full image goes through the hand stage."""
     if hands is None:
         return [(t, None) for t in augmented_tensors(data, size, backbone, copies, sha)]
-    rgb = cv2.cvtColor(decode_image(data).bgr, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(decode_image(data, target_side=size).bgr, cv2.COLOR_BGR2RGB)
     rng = np.random.default_rng(zlib.crc32(sha.encode()))
     out = []
     for _ in range(copies):

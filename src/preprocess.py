@@ -62,7 +62,10 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
         src = labelled / rec["path"]
         base = {k: rec[k] for k in ("sha256", "label", "split", "source", "dataset", "group")}
         try:
-            bgr = decode_image(src.read_bytes(), max_pixels=settings.max_image_pixels).bgr
+            # the resolution serving decodes at (LoadedModel.decode), so the hand stage sees the same frame
+            bgr = decode_image(
+                src.read_bytes(), max_pixels=settings.max_image_pixels, target_side=settings.image_size
+            ).bgr
         except ImageRejected as exc:
             dropped[exc.code] += 1
             rows.append({**base, "processed_sha256": "", "blur": "", "status": exc.code, "path": ""})

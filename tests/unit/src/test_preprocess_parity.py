@@ -39,8 +39,8 @@ def test_processed_full_size_copy_gives_the_serving_hand_inputs(sample_images) -
     hands = HandDetector(*model_paths(get_settings().hand_models_dir, 1))
     for path in (sample_images["rock"][0], sample_images["paper"][5]):
         original = path.read_bytes()
-        processed = cv2.imencode(".png", decode_image(original).bgr)[1].tobytes()
-        served = hand_inputs(decode_image(original).bgr, hands, 224, "mobilenet")
+        processed = cv2.imencode(".png", decode_image(original, target_side=224).bgr)[1].tobytes()
+        served = hand_inputs(decode_image(original, target_side=224).bgr, hands, 224, "mobilenet")
         trained = hand_inputs(decode_image(processed).bgr, hands, 224, "mobilenet")
         np.testing.assert_array_equal(trained.image, served.image)
         np.testing.assert_array_equal(trained.features, served.features)
