@@ -21,6 +21,8 @@ class SlowDecodeModel:
     source = "test"
     class_names = ("rock", "paper", "scissors")
     predict_tensor = LoadedModel.predict_tensor
+    run_inputs = LoadedModel.run_inputs
+    hands = None  # image-only: no hand stage
 
     def decode(self, data: bytes, **limits: int) -> DecodedImage:
         time.sleep(DECODE_S)
