@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import metrics
 from api.errors import error_response, install_error_handlers
 from api.model_sync import ModelSync, record_load
+from api.ratelimit import RateLimiter
 from api.retrain import RetrainDispatcher
 from api.routes import router
 from Database_connection.db import make_pool, migrate, wait_for_db
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.holder = ModelHolder()
+    app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
 
     app.add_middleware(RefuseOversized, limit=settings.max_upload_bytes)
