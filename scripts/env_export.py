@@ -12,6 +12,7 @@ so Compose (or a test) can pin e.g. `AIRFLOW__CORE__EXECUTION_API_SERVER_URL` di
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -84,7 +85,16 @@ def _mlflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
         "MLFLOW_SERVER_ALLOWED_HOSTS": ",".join(dict.fromkeys(hosts)),
         # The job consumers cost ~3 GB and nothing here submits jobs.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # Basic-auth app: mlflow/provision_auth.py writes this file (it names the database URL).
+        "MLFLOW_BASIC_AUTH_APP": "1" if s.mlflow_auth else "0",
+        "MLFLOW_AUTH_CONFIG_PATH": environ.get("MLFLOW_AUTH_CONFIG_PATH")
+        or str(Path(environ.get("TMPDIR") or "/tmp") / f"rps-mlflow-auth-{port}.ini"),
     }
+    if s.mlflow_auth:
+        # The UI's CSRF key, stable across restarts: derived from the admin password (one
+        # secret fewer to hand out); MLflow refuses to start the auth app without one.
+        digest = hashlib.sha256(f"rps-mlflow-csrf:{s.mlflow_admin_password}".encode()).hexdigest()
+        out["MLFLOW_FLASK_SERVER_SECRET_KEY"] = digest
     if s.mlflow_artifacts_destination.startswith("s3://"):
         out |= _aws(s)
         if s.s3_endpoint_url:

@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     mlflow_database_url: str = "postgresql://mlflow:mlflow@127.0.0.1:5432/mlflow"
     mlflow_artifacts_destination: str = str(PROJECT_ROOT / ".run" / "mlflow-artifacts")
     mlflow_port: int = 5000
-    # MLflow's basic-auth app: its admin, and the users mlflow/entrypoint.sh provisions.
+    # MLflow's basic-auth app (mlflow/provision_auth.py): on in the deployed stack, off natively.
+    mlflow_auth: bool = False
     mlflow_admin_password: str = PLACEHOLDER
     mlflow_reader_password: str = PLACEHOLDER
     mlflow_writer_password: str = PLACEHOLDER

@@ -136,7 +136,7 @@ def test_system_page_lists_the_retrain_request(page, ui_app, ui_backend, sample_
     page.get_by_role("heading", name="Recent predictions").wait_for()
     page.get_by_text("log in as an operator").wait_for()  # visitors: aggregates only
     assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').count() == 0
-    page.get_by_label("Operator token").fill(operator_headers()["Authorization"].removeprefix("Bearer "))
+    page.get_by_label("Operator token", exact=True).fill(operator_headers()["Authorization"].removeprefix("Bearer "))
     page.get_by_role("button", name="Log in").click()
     page.locator('[data-testid="stMain"] [data-testid="stImage"] img').nth(2).wait_for()  # thumbnails
     assert page.get_by_role("link", name="MLflow").is_visible()
