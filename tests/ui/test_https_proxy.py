@@ -1,0 +1,115 @@
+"""The one HTTPS entrypoint (proxy/Caddyfile in Debian's Caddy) in front of the real backend,
+Streamlit and Prometheus: redirects, paths, the operator login, and the UI's WebSocket and the
+live page's WebRTC signalling in Chromium."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Backend
+from tests.support.https_proxy import OPERATOR, HttpsProxy, start_https_proxy
+from tests.support.procs import free_port, start, wait_http, wait_until
+from tests.ui.conftest import StreamlitApp, start_streamlit, wait_for_app
+from tests.ui.test_pages_in_browser import live_stats
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def prometheus_url(tmp_path_factory) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("the Debian package prometheus is not installed (make install)")
+    work = tmp_path_factory.mktemp("prometheus")
+    (work / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    port = free_port()
+    args = [
+        binary,
+        f"--config.file={work / 'prometheus.yml'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--storage.tsdb.path={work / 'data'}",
+        "--web.external-url=/prometheus/",
+        "--web.route-prefix=/",
+    ]
+    proc = start(f"prometheus-{port}", args, {}, work)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 30, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(
+    ui_backend: Backend, prometheus_url: str, tmp_path_factory
+) -> Iterator[tuple[HttpsProxy, StreamlitApp]]:
+    """Streamlit plain HTTP on 127.0.0.1 (the proxy terminates TLS), trusting the proxy's
+    X-Forwarded-For like the deployed backend does."""
+    app = start_streamlit(ui_backend.url, tmp_path_factory.mktemp("proxied-streamlit"))
+    upstreams = {
+        "STREAMLIT": app.url.removeprefix("http://"),
+        "BACKEND": ui_backend.url.removeprefix("http://"),
+        "PROMETHEUS": prometheus_url,
+    }
+    try:
+        proxy = start_https_proxy(Path(tmp_path_factory.mktemp("caddy")), upstreams, secrets.token_hex(16))
+    except BaseException:
+        app.proc.stop()
+        raise
+    try:
+        yield proxy, app
+    finally:
+        proxy.proc.stop()
+        app.proc.stop()
+
+
+def test_http_redirects_to_https(behind_proxy) -> None:
+    proxy, _ = behind_proxy
+    r = httpx.get(f"{proxy.http_url}/system?x=1", follow_redirects=False)
+    assert r.status_code in (301, 308)
+    assert r.headers["location"] == f"{proxy.url}/system?x=1"
+
+
+def test_paths_and_logins(behind_proxy) -> None:
+    proxy, _ = behind_proxy
+    with proxy.client() as c:
+        home = c.get("/")
+        assert home.status_code == 200 and "<title>Streamlit</title>" in home.text
+        assert home.headers["strict-transport-security"].startswith("max-age=")
+        assert c.get("/api/ready").json()["status"] == "ready"
+        assert c.get("/api/metrics").status_code == 404, "the backend's metrics stay internal"
+        assert c.get("/api/predictions").status_code == 401, "per-request history needs the operator login"
+        assert c.get("/prometheus/-/healthy").status_code == 401
+        wrong = c.get("/prometheus/-/healthy", auth=(OPERATOR, "wrong"))
+        assert wrong.status_code == 401
+        ok = c.get("/prometheus/-/healthy", auth=(OPERATOR, proxy.operator_password))
+        assert ok.status_code == 200
+        graph = c.get("/prometheus/", auth=(OPERATOR, proxy.operator_password), follow_redirects=True)
+        assert graph.status_code == 200 and "/prometheus/" in graph.text
+
+
+def test_ui_websocket_and_live_webrtc_signalling_through_the_proxy(browser, behind_proxy, ui_backend) -> None:
+    proxy, app = behind_proxy
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, ignore_https_errors=True)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        page.goto(f"{proxy.url}/live")
+        wait_for_app(page)  # rendered through Streamlit's WebSocket, upgraded by the proxy
+        component = page.frame_locator("iframe").first
+        component.get_by_role("button", name="START").click()
+        page.wait_for_function(
+            "() => { const f = document.querySelector('iframe'); const v = f && f.contentDocument"
+            " && f.contentDocument.querySelector('video'); return v && v.videoWidth > 0; }",
+            timeout=45_000,
+        )
+        wait_until(lambda: live_stats(app.log()).get("frames", 0) >= 10, 45, "10 annotated frames", app.proc)
+        assert live_stats(app.log())["errors"] == 0
+    finally:
+        context.close()
