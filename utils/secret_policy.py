@@ -57,7 +57,7 @@ ROLE_SECRETS: dict[str, tuple[str, ...]] = {
     "frontend": (),
 }
 ROLE_SECRETS["all"] = tuple(dict.fromkeys(name for names in ROLE_SECRETS.values() for name in names))
-ROLE_SECRETS["deploy"] = (*ROLE_SECRETS["all"], "postgres_password", "grafana_admin_password")
+ROLE_SECRETS["deploy"] = (*ROLE_SECRETS["all"], "postgres_password", "grafana_admin_password", "ops_proxy_password")
 
 PLACEHOLDERS = frozenset({"", "change-me"})
 

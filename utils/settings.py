@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     # Read by third-party containers only; here so that the deploy check covers them.
     postgres_password: str = ""
     grafana_admin_password: str = ""
+    ops_proxy_password: str = ""  # the HTTPS proxy's operator login (Prometheus has none)
 
     # UI and links
     streamlit_port: int = 8501

@@ -41,6 +41,7 @@ def good_values() -> dict[str, str]:
         "mlflow_writer_password": strong(),
         "postgres_password": strong(),
         "grafana_admin_password": strong(),
+        "ops_proxy_password": strong(),
     }
 
 
@@ -117,7 +118,7 @@ def test_development_is_not_checked_and_the_committed_env_fails_in_production() 
 def test_deploy_check_covers_postgres_and_grafana_passwords() -> None:
     values = good_values()
     secret_policy.check(values, "deploy")
-    for name in ("postgres_password", "grafana_admin_password"):
+    for name in ("postgres_password", "grafana_admin_password", "ops_proxy_password"):
         with pytest.raises(InsecureSecrets, match=name.upper()):
             secret_policy.check({**values, name: "dev-password-1234567"}, "deploy")
 
