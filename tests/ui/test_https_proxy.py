@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Backend
 from tests.support.https_proxy import OPERATOR, HttpsProxy, start_https_proxy
 from tests.support.procs import free_port, start, wait_http, wait_until
+from tests.support.stack import start_mlflow
 from tests.ui.conftest import StreamlitApp, start_streamlit, wait_for_app
 from tests.ui.test_pages_in_browser import live_stats
 
@@ -46,8 +47,27 @@ def prometheus_url(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def mlflow_admin(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """MLflow with its basic-auth app, as deployed: (host:port, admin password)."""
+    password = secrets.token_hex(16)
+    service = start_mlflow(
+        tmp_path_factory.mktemp("proxied-mlflow"),
+        env={
+            "MLFLOW_AUTH": "true",
+            "MLFLOW_ADMIN_PASSWORD": password,
+            "MLFLOW_READER_PASSWORD": secrets.token_hex(16),
+            "MLFLOW_WRITER_PASSWORD": secrets.token_hex(16),
+        },
+    )
+    try:
+        yield service.url.removeprefix("http://"), password
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
 def behind_proxy(
-    ui_backend: Backend, prometheus_url: str, tmp_path_factory
+    ui_backend: Backend, prometheus_url: str, mlflow_admin: tuple[str, str], tmp_path_factory
 ) -> Iterator[tuple[HttpsProxy, StreamlitApp]]:
     """Streamlit plain HTTP on 127.0.0.1 (the proxy terminates TLS), trusting the proxy's
     X-Forwarded-For like the deployed backend does."""
@@ -56,6 +76,7 @@ def behind_proxy(
         "STREAMLIT": app.url.removeprefix("http://"),
         "BACKEND": ui_backend.url.removeprefix("http://"),
         "PROMETHEUS": prometheus_url,
+        "MLFLOW": mlflow_admin[0],
     }
     try:
         proxy = start_https_proxy(Path(tmp_path_factory.mktemp("caddy")), upstreams, secrets.token_hex(16))
@@ -92,6 +113,18 @@ def test_paths_and_logins(behind_proxy) -> None:
         assert ok.status_code == 200
         graph = c.get("/prometheus/", auth=(OPERATOR, proxy.operator_password), follow_redirects=True)
         assert graph.status_code == 200 and "/prometheus/" in graph.text
+
+
+def test_mlflow_under_its_path_with_its_own_login(behind_proxy, mlflow_admin) -> None:
+    proxy, _ = behind_proxy
+    _, password = mlflow_admin
+    search = "/mlflow/ajax-api/2.0/mlflow/experiments/search?max_results=5"
+    with proxy.client() as c:
+        assert c.get(search).status_code == 401
+        r = c.get(search, auth=("admin", password))
+        assert r.status_code == 200 and r.json()["experiments"][0]["name"] == "Default"
+        ui = c.get("/mlflow/", auth=("admin", password))
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
 
 
 def test_ui_websocket_and_live_webrtc_signalling_through_the_proxy(browser, behind_proxy, ui_backend) -> None:
