@@ -4,11 +4,13 @@ only, the operator login shows photos and history (Streamlit's AppTest, no brows
 from __future__ import annotations
 
 import httpx
+import psycopg
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from frontend.client import BackendClient
 from frontend.ui import CLIENT_KEY
+from tests.conftest import start_backend
 from tests.support.auth import operator_headers
 from tests.support.procs import PROJECT_ROOT
 
@@ -52,3 +54,28 @@ def test_system_page_photos_need_the_operator_login(backend_server, sample_image
     assert not at.exception
     assert len(images(at)) == 2  # both users' thumbnails, fetched with the login
     assert any("#2" in c.value for c in at.caption)
+
+
+def test_label_review_page_approves_a_quarantined_label(db_url, model_dir, data_dir, tmp_path, sample_images) -> None:
+    backend = start_backend(db_url, model_dir, data_dir, tmp_path, LABEL_QUARANTINE="true")
+    try:
+        photo = sample_images["scissors"][0]
+        with httpx.Client(base_url=backend.url, timeout=30) as c:
+            r = c.post("/upload", files={"file": (photo.name, photo.read_bytes())}, data={"label": "scissors"})
+            assert r.json()["review"] == "pending"
+
+        at = AppTest.from_file(str(PROJECT_ROOT / "frontend" / "views" / "review.py"), default_timeout=30)
+        at.session_state[CLIENT_KEY] = BackendClient(backend.url)
+        at.run()
+        assert "needs the operator login" in "\n".join(i.value for i in at.info)
+        at = log_in(at, operator_headers()["Authorization"].removeprefix("Bearer "))
+        assert not at.exception
+        assert len(images(at)) == 1  # the photo, fetched with the login
+        at.radio[0].set_value("approve").run()
+        next(b for b in at.button if b.label.startswith("Apply 1")).click().run()
+        assert not at.exception
+        assert "Nothing waits for review." in "\n".join(s.value for s in at.success)
+    finally:
+        backend.proc.stop()
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT label, review FROM labels").fetchall() == [("scissors", "approved")]
