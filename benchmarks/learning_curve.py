@@ -157,8 +157,8 @@ def offline(feed_photos: list[Photo], test_photos: list[Photo], weights: list[fl
     import numpy as np
 
     from inference.model_holder import load_model_dir
-    from src.data import Sample, file_sha, group_split, list_datasets, list_samples
-    from src.splits import USER_DATASET, user_split
+    from src.data import Sample, file_sha, list_datasets, list_samples
+    from src.splits import USER_DATASET, early_stopping_split, user_split
     from src.train import TrainConfig, assemble_samples, train
     from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS
     from utils.settings import CLASS_NAMES
@@ -176,26 +176,38 @@ def offline(feed_photos: list[Photo], test_photos: list[Photo], weights: list[fl
             mlflow_tracking_uri="",
             user_sample_weight=weight,
         )
-        gate = {
-            file_sha(s.path)
+        gate_samples = [
+            s
             for root in list_datasets(data_dir / "raw")
             for s in list_samples(root)
             if base_split(s.group, settings) == "eval"
-        }
+        ]
+        gate = {file_sha(s.path) for s in gate_samples}
         config = TrainConfig(epochs=settings.retrain_epochs, aug_copies=aug)
         pool = [s for part in assemble_samples(settings, config) for s in part]
         for n in fed:
+            if n == 0 and results:
+                continue  # no user images: the weight changes nothing
             shas = [(p, file_sha(p.path)) for p in feed_photos[:n]]
             users = [
                 Sample(p.path, p.label, f"db:{sha}", USER_DATASET, sha)
                 for p, sha in shas
                 if user_split(sha, settings) == "train"
             ]
-            result = train(settings, config, splits=group_split(pool + users, 0.15, seed=0), forbidden=gate)
+            result = train(settings, config, splits=early_stopping_split(pool + users, 0.15), forbidden=gate)
             model = load_model_dir(result.model_dir, source="offline")
-            probs = model.run(np.stack([model.prepare(p.path.read_bytes()) for p in test_photos]))
-            acc = float((probs.argmax(1) == [CLASS_NAMES.index(p.label) for p in test_photos]).mean())
-            row = {"weight": weight, "fed": n, "trained_user_images": len(users), "accuracy": round(acc, 3)}
+
+            def score(photos) -> float:
+                probs = model.run(np.stack([model.prepare(p.path.read_bytes()) for p in photos]))  # noqa: B023
+                return round(float((probs.argmax(1) == [CLASS_NAMES.index(p.label) for p in photos]).mean()), 4)
+
+            row = {
+                "weight": weight,
+                "fed": n,
+                "trained_user_images": len(users),
+                "accuracy": score(test_photos),
+                "gate_eval_accuracy": score(gate_samples),
+            }
             print(json.dumps(row), flush=True)
             results.append(row)
     return results

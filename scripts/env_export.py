@@ -47,6 +47,7 @@ def _airflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
         )
     home = Path(environ.get("AIRFLOW_HOME") or ROOT / ".run" / "airflow")
     port = s.airflow_port
+    base_path = urlsplit(s.airflow_ui_url).path.rstrip("/")
     pythonpath = [str(ROOT), *(p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT))]
     return {
         "AIRFLOW_HOME": str(home),
@@ -61,7 +62,8 @@ def _airflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__BASE_URL": s.airflow_ui_url,  # only its path is served; the host is for links
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # A path in the UI URL (the deployed /airflow/ behind the proxy) moves every route under it.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}{base_path}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": s.airflow_jwt_secret,
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{s.airflow_username}:{AIRFLOW_BACKEND_ROLE}",

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Backend
 from tests.support.https_proxy import OPERATOR, HttpsProxy, start_https_proxy
 from tests.support.procs import free_port, start, wait_http, wait_until
+from tests.support import db as dbs
 from tests.support.stack import start_mlflow
 from tests.ui.conftest import StreamlitApp, start_streamlit, wait_for_app
 from tests.ui.test_pages_in_browser import live_stats
@@ -66,8 +67,43 @@ def mlflow_admin(tmp_path_factory) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
+def airflow_admin(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """Airflow's api-server (airflow/entrypoint.sh) served under /airflow/ as deployed:
+    (host:port, admin password). No scheduler: only the UI and API are under test here."""
+    work = tmp_path_factory.mktemp("proxied-airflow")
+    port, name, password = free_port(), dbs.unique_name("airflow_px"), secrets.token_hex(16)
+    url = dbs.create_db(name)
+    env = {
+        "AIRFLOW_HOME": str(work / "home"),
+        "AIRFLOW_PORT": str(port),
+        "AIRFLOW_DATABASE_URL": url.replace("postgresql://", "postgresql+psycopg2://", 1),
+        "AIRFLOW_ADMIN_PASSWORD": password,
+        "AIRFLOW_PASSWORD": secrets.token_hex(16),
+        "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW_UI_URL": f"https://localhost/airflow",
+    }
+    procs = []
+    try:
+        init = start(f"airflow-init-{port}", ["bash", "airflow/entrypoint.sh", "init"], env, work)
+        procs.append(init)
+        assert init.popen.wait(300) == 0, init.log()
+        api = start(f"airflow-api-{port}", ["bash", "airflow/entrypoint.sh", "api-server"], env, work)
+        procs.append(api)
+        wait_http(f"http://127.0.0.1:{port}/airflow/api/v2/monitor/health", 120, api)
+        yield f"127.0.0.1:{port}", password
+    finally:
+        for proc in procs:
+            proc.stop()
+        dbs.drop_db(name)
+
+
+@pytest.fixture(scope="module")
 def behind_proxy(
-    ui_backend: Backend, prometheus_url: str, mlflow_admin: tuple[str, str], tmp_path_factory
+    ui_backend: Backend,
+    prometheus_url: str,
+    mlflow_admin: tuple[str, str],
+    airflow_admin: tuple[str, str],
+    tmp_path_factory,
 ) -> Iterator[tuple[HttpsProxy, StreamlitApp]]:
     """Streamlit plain HTTP on 127.0.0.1 (the proxy terminates TLS), trusting the proxy's
     X-Forwarded-For like the deployed backend does."""
@@ -77,6 +113,7 @@ def behind_proxy(
         "BACKEND": ui_backend.url.removeprefix("http://"),
         "PROMETHEUS": prometheus_url,
         "MLFLOW": mlflow_admin[0],
+        "AIRFLOW": airflow_admin[0],
     }
     try:
         proxy = start_https_proxy(Path(tmp_path_factory.mktemp("caddy")), upstreams, secrets.token_hex(16))
@@ -125,6 +162,20 @@ def test_mlflow_under_its_path_with_its_own_login(behind_proxy, mlflow_admin) ->
         assert r.status_code == 200 and r.json()["experiments"][0]["name"] == "Default"
         ui = c.get("/mlflow/", auth=("admin", password))
         assert ui.status_code == 200 and "<html" in ui.text.lower()
+
+
+def test_airflow_under_its_path_with_its_own_login(behind_proxy, airflow_admin) -> None:
+    proxy, _ = behind_proxy
+    _, password = airflow_admin
+    with proxy.client() as c:
+        ui = c.get("/airflow/")
+        assert ui.status_code == 200 and '<base href="/airflow/"' in ui.text
+        assert c.get("/airflow/api/v2/dags").status_code == 401
+        assert c.post("/airflow/auth/token", json={"username": "admin", "password": "wrong"}).status_code == 401
+        token = c.post("/airflow/auth/token", json={"username": "admin", "password": password})
+        assert token.status_code == 201
+        dags = c.get("/airflow/api/v2/dags", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        assert dags.status_code == 200
 
 
 def test_ui_websocket_and_live_webrtc_signalling_through_the_proxy(browser, behind_proxy, ui_backend) -> None:
