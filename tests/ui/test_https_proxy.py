@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import Backend
+from tests.support import db as dbs
 from tests.support.https_proxy import OPERATOR, HttpsProxy, start_https_proxy
 from tests.support.procs import free_port, start, wait_http, wait_until
-from tests.support import db as dbs
 from tests.support.stack import start_mlflow
 from tests.ui.conftest import StreamlitApp, start_streamlit, wait_for_app
 from tests.ui.test_pages_in_browser import live_stats
@@ -80,7 +80,7 @@ def airflow_admin(tmp_path_factory) -> Iterator[tuple[str, str]]:
         "AIRFLOW_ADMIN_PASSWORD": password,
         "AIRFLOW_PASSWORD": secrets.token_hex(16),
         "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
-        "AIRFLOW_UI_URL": f"https://localhost/airflow",
+        "AIRFLOW_UI_URL": "https://localhost/airflow",
     }
     procs = []
     try:
