@@ -3,7 +3,7 @@
 # Re-running is cheap: pip is skipped while requirements/constraints are unchanged.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(prometheus chromium curl)
+APT_PACKAGES=(prometheus chromium curl caddy)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

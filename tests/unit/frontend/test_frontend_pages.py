@@ -8,6 +8,8 @@ import av
 import numpy as np
 import pytest
 
+from frontend.ui import OPERATOR_KEY
+
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
@@ -134,7 +136,9 @@ def test_system_page_lists_retrain_requests(page, fake_backend):
             "gate_decision": "promoted",
         },
     ]
-    at = page("views/system.py").run()
+    at = page("views/system.py")
+    at.session_state[OPERATOR_KEY] = "operator-login"
+    at.run()
     assert_no_exception(at)
     shown = texts(at.markdown)
     assert shown.index("Request #2") < shown.index("Request #1")
@@ -145,6 +149,15 @@ def test_system_page_lists_retrain_requests(page, fake_backend):
     assert "2 more predictions until the next retrain" in at.progress[0].proto.text
     assert {b.label for b in at.get("link_button")} >= {"MLflow", "Airflow", "Prometheus", "Grafana"}
     assert ("GET", "/images/" + f"{0:064d}") in fake_backend.calls
+
+
+def test_system_page_shows_visitors_aggregates_only(page, fake_backend):
+    at = page("views/system.py").run()
+    assert_no_exception(at)
+    assert at.metric[0].value == "91.0%"
+    assert "log in as an operator" in texts(at.info)
+    assert not [c for c in fake_backend.calls if c[1] == "/predictions" or c[1].startswith("/images/")]
+    assert at.text_input[0].label == "Operator token"
 
 
 def test_system_page_folds_long_retrain_histories(page, fake_backend):
