@@ -28,4 +28,6 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   "$PY" -m pip check
   echo "$want" >"$stamp"
 fi
+# MediaPipe Hands models (palm detector + landmarks): pinned npm package, sha256-checked, idempotent.
+"$PY" -m utils.hand_models fetch
 say "environment ready"
