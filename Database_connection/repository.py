@@ -176,7 +176,7 @@ def record_model_load(conn: Connection, *, version: str, source: str, outcome: s
 RETRAIN_COLUMNS = (
     "id, last_prediction_id, prediction_count, state, dag_run_id, attempts, next_attempt_at, last_error,"
     " requested_at, triggered_at, started_at, finished_at, data_version, model_version_before,"
-    " model_version_after, gate_decision, gate_details, superseded_by"
+    " model_version_after, gate_decision, gate_details, superseded_by, skip_reason"
 )
 
 
@@ -233,6 +233,7 @@ _UPDATABLE = {
     "gate_decision",
     "gate_details",
     "last_error",
+    "skip_reason",
 }
 
 

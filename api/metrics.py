@@ -216,7 +216,7 @@ class DatabaseCollector(Collector):
         )
         yield GaugeMetricFamily("rps_labelled_images", "Images with a human-confirmed label", value=labelled)
         family = GaugeMetricFamily("rps_retrain_requests", "Retrain requests, by state", labels=["state"])
-        for state in ("pending", "triggered", "running", "succeeded", "failed", "superseded"):
+        for state in ("pending", "triggered", "running", "succeeded", "failed", "superseded", "skipped"):
             family.add_metric([state], states.get(state, 0))
         yield family
 

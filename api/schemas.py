@@ -104,7 +104,7 @@ class RecentPrediction(BaseModel):
 
 class RetrainRequest(BaseModel):
     id: int
-    state: Literal["pending", "triggered", "running", "succeeded", "failed", "superseded"]
+    state: Literal["pending", "triggered", "running", "succeeded", "failed", "superseded", "skipped"]
     prediction_count: int
     last_prediction_id: int
     dag_run_id: str | None
@@ -122,6 +122,7 @@ class RetrainRequest(BaseModel):
     gate_decision: Literal["promoted", "rejected"] | None
     gate_details: dict[str, Any] | None
     superseded_by: int | None = Field(description="the request whose run covered this one's labels")
+    skip_reason: str | None = Field(None, description="why a `skipped` request did not train")
 
 
 class ReloadResponse(BaseModel):

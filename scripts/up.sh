@@ -21,8 +21,10 @@ for service in "$ROOT"/scripts/services/[0-4]*.sh; do
   source "$service"
 done
 
-say "training the first model if none exists (registered as the first champion)"
-"$PY" -m src.train --if-missing
+# The first champion goes through the pipeline's own stages and gate (src/splits.py decides what
+# may be trained on), exactly like every later retrain; it also versions the base dataset once.
+say "training the first champion if the registry has none (extract, preprocess, DVC, train, gate)"
+"$PY" -m src.pipeline all --if-no-champion >/dev/null
 
 if [[ ! -f "$ROOT/Data/processed.dvc" ]]; then
   # Version the base dataset once, as a deployment would: later retrains then push only new files.

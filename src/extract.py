@@ -1,8 +1,9 @@
 """Stage 1: materialise every human-labelled image (PostgreSQL) plus the base dataset under
 `Data/labelled/<label>/<sha256>.<ext>`, with a manifest. Idempotent.
 
-The base dataset is split once, by group, into a fixed evaluation set that is never
-trained on; the promotion gate scores challenger and champion on it.
+Each image's split comes from `src.splits`: the gate's evaluation set and the user
+hold-out are written (the gate scores them) but marked so that no trainer takes them;
+reserve groups (simulated new users) are left out entirely.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 
 from Database_connection import repository as repo
 from Database_connection.db import make_pool
-from src.data import bootstrap_raw, file_sha, group_split, list_datasets, list_samples
+from src.data import bootstrap_raw, file_sha, list_datasets, list_samples
+from src.splits import USER_DATASET, base_split, user_split
 from utils.images import sniff_format
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
-EVAL_SEED = 20_261_126  # fixed forever: changing it would let the gate score on trained images
 MANIFEST_FIELDS = ("sha256", "label", "source", "dataset", "group", "split", "path")
 
 
@@ -39,7 +40,7 @@ def _ext(fmt: str) -> str:
 
 
 def base_dataset_images(settings: Settings, data_dir: Path) -> list[tuple[LabelledImage, Path]]:
-    """Base images with their split: eval groups are chosen by a fixed-seed group split."""
+    """Base images with their split (`eval`, `reserve` or `train`), by group."""
     raw = data_dir / "raw"
     if not raw.is_dir() or not any(raw.iterdir()):
         if not settings.dataset_dirs:
@@ -47,12 +48,9 @@ def base_dataset_images(settings: Settings, data_dir: Path) -> list[tuple[Labell
         bootstrap_raw(settings.dataset_dirs, raw)
     out = []
     for root in list_datasets(raw):
-        samples = list_samples(root)
-        _, eval_part = group_split(samples, settings.eval_fraction, seed=EVAL_SEED)
-        eval_paths = {s.path for s in eval_part}
-        for s in samples:
+        for s in list_samples(root):
             sha = file_sha(s.path)
-            split = "eval" if s.path in eval_paths else "train"
+            split = base_split(s.group, settings)
             rel = f"{s.label}/{sha}.{_ext(sniff_format(s.path.read_bytes()[:16]))}"
             out.append((LabelledImage(sha, s.label, "dataset", s.dataset, s.group, split, rel), s.path))
     return out
@@ -67,9 +65,13 @@ def extract_labelled_images(settings: Settings, workspace: Path | None = None) -
     records: dict[str, LabelledImage] = {}
     written = 0
 
+    reserved: set[str] = set()
     for rec, src in base_dataset_images(settings, data_dir):
-        if rec.sha256 in records:
+        if rec.sha256 in records or rec.sha256 in reserved:
             continue  # byte-identical duplicates across datasets count once
+        if rec.split == "reserve":
+            reserved.add(rec.sha256)
+            continue
         records[rec.sha256] = rec
         written += _write(out_dir / rec.path, src.read_bytes)
 
@@ -83,7 +85,8 @@ def extract_labelled_images(settings: Settings, workspace: Path | None = None) -
                 if existing is not None and existing.split == "eval":
                     continue  # never train on an evaluation image, whoever labelled it
                 rel = f"{row['label']}/{sha}.{_ext(row['format'])}"
-                records[sha] = LabelledImage(sha, row["label"], row["source"], "postgres", f"db:{sha}", "train", rel)
+                split = user_split(sha, settings)
+                records[sha] = LabelledImage(sha, row["label"], row["source"], USER_DATASET, f"db:{sha}", split, rel)
                 content = bytes(row["content"])
                 written += _write(out_dir / rel, lambda c=content: c)
                 db_images += 1
@@ -105,6 +108,8 @@ def extract_labelled_images(settings: Settings, workspace: Path | None = None) -
         "images": len(records),
         "from_postgres": db_images,
         "eval": sum(r.split == "eval" for r in records.values()),
+        "user_holdout": sum(r.split == "holdout" for r in records.values()),
+        "reserve_left_out": len(reserved),
         "written": written,
         "removed": removed,
         "dir": str(out_dir),

@@ -3,9 +3,11 @@
     python -m src.pipeline extract    [--request-id N]
     python -m src.pipeline preprocess [--request-id N]
     python -m src.pipeline version    [--request-id N]          # prints the data version
-    python -m src.pipeline retrain    --data-version MD5 [--request-id N]
+    python -m src.pipeline check      [--request-id N] [--force] # exit 0: new training data; 3: skipped
+    python -m src.pipeline retrain    --data-version MD5 [--request-id N] [--epochs E]
     python -m src.pipeline promote    --model-version V [--request-id N]
     python -m src.pipeline reload     --decision promoted|rejected --model-version V [--request-id N]
+    python -m src.pipeline all        [--if-no-champion]       # every stage in order, in-process
 
 Every stage records what it learnt on the retrain request (state, data version, gate,
 versions), so `GET /retrains` tells the story. A failure is recorded and re-raised:
@@ -64,10 +66,30 @@ def version(settings: Settings, request_id: int | None = None) -> str:
     return data_version
 
 
-def retrain(settings: Settings, data_version: str, request_id: int | None = None) -> dict[str, object]:
+def has_new_training_data(settings: Settings, request_id: int | None = None, force: bool = False) -> bool:
+    """False (and the request ends `skipped`, with the reason) when the training set is exactly
+    the champion's: retraining on identical data cannot teach the model anything."""
+    from src.registry import champion, version_tags
+    from src.retrain import candidate_digest
+
+    digest = candidate_digest(settings.data_workspace)
+    current = champion(settings) if settings.mlflow_tracking_uri else None
+    if force or current is None:
+        return True
+    if version_tags(settings, current["version"]).get("training_set_digest") != digest:
+        return True
+    reason = f"the training set is identical to champion v{current['version']}'s (digest {digest[:12]})"
+    record(settings, request_id, state="skipped", skip_reason=reason, finished_at=datetime.now(UTC))
+    log.info("skipped: %s", reason)
+    return False
+
+
+def retrain(
+    settings: Settings, data_version: str, request_id: int | None = None, epochs: int | None = None
+) -> dict[str, object]:
     from src.retrain import retrain_model
 
-    return retrain_model(settings, data_version, request_id=request_id)
+    return retrain_model(settings, data_version, request_id=request_id, epochs=epochs)
 
 
 def promote(settings: Settings, model_version: str, request_id: int | None = None) -> dict[str, object]:
@@ -78,7 +100,7 @@ def promote(settings: Settings, model_version: str, request_id: int | None = Non
         settings,
         request_id,
         gate_decision=result["decision"],
-        gate_details={k: v for k, v in result.items() if k != "challenger_per_class"},
+        gate_details=result,
         model_version_after=f"v{model_version}" if result["decision"] == "promoted" else None,
     )
     return result
@@ -95,13 +117,35 @@ def reload(settings: Settings, decision: str, model_version: str, request_id: in
     return answer
 
 
+def run_all(settings: Settings, if_no_champion: bool = False, force: bool = False) -> dict[str, object]:
+    """Every stage in the DAG's order, in this process: `make up`'s first champion goes through
+    the same split, training and gate as every retrain."""
+    from src.registry import champion
+
+    if if_no_champion and (current := champion(settings)) is not None:
+        return {"skipped": f"champion v{current['version']} exists"}
+    extracted = extract(settings)
+    preprocess(settings)
+    data_version = version(settings)
+    if not has_new_training_data(settings, force=force):
+        return {"skipped": "the training set is the champion's", "data_version": data_version}
+    trained = retrain(settings, data_version)
+    gate = promote(settings, str(trained["version"]))
+    return {"extracted": extracted, "data_version": data_version, "trained": trained, "gate": gate}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["extract", "preprocess", "version", "retrain", "promote", "reload"])
+    parser.add_argument(
+        "stage", choices=["extract", "preprocess", "version", "check", "retrain", "promote", "reload", "all"]
+    )
     parser.add_argument("--request-id", type=int, default=None)
     parser.add_argument("--data-version")
     parser.add_argument("--model-version")
     parser.add_argument("--decision", choices=["promoted", "rejected"])
+    parser.add_argument("--epochs", type=int, default=None, help="retrain: override RETRAIN_EPOCHS")
+    parser.add_argument("--force", action="store_true", help="check/all: train even on unchanged data")
+    parser.add_argument("--if-no-champion", action="store_true", help="all: do nothing when a champion exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -116,8 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             out = preprocess(settings, args.request_id)
         elif args.stage == "version":
             out = version(settings, args.request_id)
+        elif args.stage == "check":
+            if not has_new_training_data(settings, args.request_id, args.force):
+                print("skipped: the training set is identical to the champion's")
+                return 3
+            out = "new training data"
+        elif args.stage == "all":
+            out = run_all(settings, args.if_no_champion, args.force)
         elif args.stage == "retrain":
-            out = retrain(settings, args.data_version, args.request_id)
+            out = retrain(settings, args.data_version, args.request_id, args.epochs)
         elif args.stage == "promote":
             out = promote(settings, args.model_version, args.request_id)
         else:

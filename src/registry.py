@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,15 @@ def log_training_run(
         ]
         if curve:
             client.log_batch(run.info.run_id, metrics=curve)
-        mlflow.set_tags({"data_version": data_version or "untracked", "training_id": result.version, **(tags or {})})
+        digest = result.params.get("training_set_digest", "")
+        mlflow.set_tags(
+            {
+                "data_version": data_version or "untracked",
+                "training_id": result.version,
+                "training_set_digest": digest,
+                **(tags or {}),
+            }
+        )
         mlflow.log_artifacts(str(result.model_dir), artifact_path="serving")
         for path in result.artifacts.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
@@ -83,6 +92,7 @@ def log_training_run(
     version = str(info.registered_model_version)
     client.set_model_version_tag(settings.registered_model_name, version, "data_version", data_version or "untracked")
     client.set_model_version_tag(settings.registered_model_name, version, "training_id", result.version)
+    client.set_model_version_tag(settings.registered_model_name, version, "training_set_digest", digest)
     log.info("registered %s version %s (run %s)", settings.registered_model_name, version, run_id)
     return {"run_id": run_id, "version": version}
 
@@ -143,3 +153,36 @@ def resolve(settings: Settings, ref: str) -> dict[str, str]:
 
 def download_model(settings: Settings, ref: str, dst: Path) -> Path:
     return download_serving(settings, resolve(settings, ref)["run_id"], dst)
+
+
+FIRST_CHAMPION_TAG = "first_champion_version"
+
+
+def first_champion(settings: Settings) -> str | None:
+    """The version the gate's floor is measured from (a registered-model tag), if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = _client(settings).get_registered_model(settings.registered_model_name)
+    except MlflowException:
+        return None
+    return model.tags.get(FIRST_CHAMPION_TAG)
+
+
+def mark_first_champion(settings: Settings, version: str) -> None:
+    _client(settings).set_registered_model_tag(settings.registered_model_name, FIRST_CHAMPION_TAG, version)
+
+
+def log_run_metrics(settings: Settings, run_id: str, metrics: dict[str, float]) -> None:
+    """Attach the gate's numbers to the challenger's training run."""
+    from mlflow.entities import Metric
+
+    client = _client(settings)
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v]  # NaN: nothing to log
+    for i in range(0, len(batch), 500):
+        client.log_batch(run_id, metrics=batch[i : i + 500])
+
+
+def version_tags(settings: Settings, version: str) -> dict[str, str]:
+    return dict(_client(settings).get_model_version(settings.registered_model_name, version).tags)

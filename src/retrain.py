@@ -12,6 +12,7 @@ from pathlib import Path
 from src.data import Sample, group_split
 from src.extract import read_manifest
 from src.registry import log_training_run
+from src.splits import training_set_digest
 from src.train import TrainConfig, train
 from src.versioning import dvc_file
 from utils.settings import Settings
@@ -31,8 +32,23 @@ def processed_samples(workspace: Path, split: str) -> list[Sample]:
     ]
 
 
+def candidate_digest(workspace: Path) -> str:
+    """The training-set digest a retrain on this workspace would record (see src.train)."""
+    return training_set_digest((s.key, s.label) for s in processed_samples(workspace, "train"))
+
+
+def forbidden_keys(workspace: Path) -> set[str]:
+    """Every image the gate scores (eval set and user hold-out), by original hash."""
+    manifest = workspace / "Data" / "processed" / "manifest.csv"
+    return {r["sha256"] for r in read_manifest(manifest) if r["split"] != "train"}
+
+
 def retrain_model(
-    settings: Settings, data_version: str, workspace: Path | None = None, request_id: int | None = None
+    settings: Settings,
+    data_version: str,
+    workspace: Path | None = None,
+    request_id: int | None = None,
+    epochs: int | None = None,
 ) -> dict[str, object]:
     """Train on the train split (an inner group split for early stopping), register in MLflow."""
     workspace = workspace or settings.data_workspace
@@ -40,7 +56,7 @@ def retrain_model(
     if len({s.label for s in samples}) < 3:
         raise ValueError("the training data must hold all three classes")
     splits = group_split(samples, 0.15, seed=0)
-    config = TrainConfig(epochs=settings.retrain_epochs, aug_copies=settings.retrain_aug_copies)
+    config = TrainConfig(epochs=epochs or settings.retrain_epochs, aug_copies=settings.retrain_aug_copies)
     log_file = settings.artifacts_dir / "logs" / f"retrain-{request_id or 'manual'}-{data_version[:8]}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file, mode="w")
@@ -49,7 +65,7 @@ def retrain_model(
     root.addHandler(handler)
     root.setLevel(min(root.level, logging.INFO))
     try:
-        result = train(settings, config, splits=splits)
+        result = train(settings, config, splits=splits, forbidden=forbidden_keys(workspace))
     finally:
         root.removeHandler(handler)
         handler.close()

@@ -1,9 +1,11 @@
-"""`python -m src.train`: MobileNet transfer learning on Data/raw (+ labelled DB images).
+"""`python -m src.train`: MobileNet transfer learning on the trainable part of Data/raw.
 
-Frozen backbone features are cached per image hash; a dense head trains on them with
-class weights; optional fine-tuning of the top blocks follows. The result is written
-as a versioned model directory (Keras + TFLite + metadata) and `artifacts/model`
-is pointed at it atomically.
+Only images that `src.splits` marks trainable are used (never the gate's evaluation set,
+the reserve groups or the user hold-out), and `train()` refuses any other. Frozen backbone
+features are cached per image hash; a dense head trains on them with class weights (user
+labels weigh `USER_SAMPLE_WEIGHT` times more); optional fine-tuning of the top blocks
+follows. The result is a versioned model directory (Keras + TFLite + metadata + the hashes
+of its training images) and `artifacts/model` is pointed at it atomically.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from src.data import Sample, describe, group_split, list_datasets, list_samples, random_split
+from src.data import Sample, describe, file_sha, group_split, list_datasets, list_samples, random_split
 from src.model import Architecture
+from src.splits import USER_DATASET, base_split, trainable, training_set_digest
 from utils.metrics import classification_report, plot_confusion_matrix, plot_learning_curves
 from utils.settings import CLASS_NAMES, Settings, get_settings
 
@@ -77,7 +80,8 @@ def _subsample(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
 
 
 def assemble_samples(settings: Settings, config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    """Train/validation samples across every dataset, each split on its own groups."""
+    """Train/validation samples from the trainable groups of every dataset, each dataset
+    split on its own groups. The gate's evaluation and reserve groups are left out."""
     raw = settings.data_dir / "raw"
     if not raw.is_dir():
         raise FileNotFoundError(f"{raw} does not exist: run `python -m src.data bootstrap` first")
@@ -87,11 +91,42 @@ def assemble_samples(settings: Settings, config: TrainConfig) -> tuple[list[Samp
         raise FileNotFoundError(f"no datasets with rock/paper/scissors folders under {raw}")
     splitter = random_split if config.split == "random" else group_split
     for root in roots:
-        samples = _subsample(list_samples(root), config.max_per_dataset, config.seed)
-        t, v = splitter(samples, config.val_fraction, config.seed)
+        pool = [s for s in list_samples(root) if base_split(s.group, settings) == "train"]
+        t, v = splitter(_subsample(pool, config.max_per_dataset, config.seed), config.val_fraction, config.seed)
         train += t
         val += v
     return train, val
+
+
+def forbidden_keys(settings: Settings) -> set[str]:
+    """Hashes of every base image outside the training split (gate set and reserve)."""
+    raw = settings.data_dir / "raw"
+    if not raw.is_dir():
+        return set()
+    return {
+        file_sha(s.path)
+        for root in list_datasets(raw)
+        for s in list_samples(root)
+        if base_split(s.group, settings) != "train"
+    }
+
+
+def check_trainable(samples: list[Sample], settings: Settings, forbidden: set[str]) -> None:
+    """Refuse to fit on any image the gate or a hold-out may score: leakage is a bug, not a warning."""
+    bad = [s for s in samples if not trainable(s.dataset, s.group, s.key, settings) or s.key in forbidden]
+    if bad:
+        raise ValueError(f"{len(bad)} training images belong to the evaluation set or a hold-out, e.g. {bad[0].path}")
+
+
+def write_training_set(path: Path, fit: list[Sample], val: list[Sample]) -> str:
+    """The hashes of every image the model learnt from (fit) or stopped early on (val); returns
+    the digest of the pool, which is what `has_new_training_data` compares."""
+    with path.open("w") as fh:
+        fh.write("sha256,label,dataset,role\n")
+        for role, samples in (("fit", fit), ("val", val)):
+            for s in sorted(samples, key=lambda s: s.key):
+                fh.write(f"{s.key},{s.label},{s.dataset},{role}\n")
+    return training_set_digest((s.key, s.label) for s in fit + val)
 
 
 def _features(extractor, samples: list[Sample], copies: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -114,13 +149,24 @@ def new_version() -> str:
     return datetime.now(UTC).strftime("local-%Y%m%dT%H%M%S%fZ")
 
 
+def sample_weights(y: np.ndarray, is_user: np.ndarray, user_weight: float) -> np.ndarray:
+    """Class-balancing weights, times `user_weight` for rows from user-labelled images: a few
+    dozen corrections must move a model trained on thousands of base images."""
+    per_class = class_weights(y)
+    return np.array([per_class[int(c)] for c in y]) * np.where(is_user, user_weight, 1.0)
+
+
 def train(
     settings: Settings,
     config: TrainConfig,
     splits: tuple[list[Sample], list[Sample]] | None = None,
     out_root: Path | None = None,
+    forbidden: set[str] | None = None,
 ) -> TrainResult:
-    """Train, evaluate on the held-out split, export; returns where everything went."""
+    """Train, evaluate on the held-out split, export; returns where everything went.
+
+    `forbidden`: hashes no trainer may see (defaults to the base data's gate and reserve
+    images); any overlap with the training samples raises before anything is fitted."""
     import keras
     import tensorflow as tf
 
@@ -131,6 +177,7 @@ def train(
     timings: dict[str, float] = {}
     arch = Architecture.from_settings(settings)
     train_s, val_s = splits or assemble_samples(settings, config)
+    check_trainable(train_s + val_s, settings, forbidden_keys(settings) if forbidden is None else forbidden)
     log.info("train %s | val %s", describe(train_s), describe(val_s))
 
     t0 = time.perf_counter()
@@ -150,13 +197,14 @@ def train(
         metrics=["accuracy"],
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
+    is_user = np.repeat([s.dataset == USER_DATASET for s in train_s], 1 + config.aug_copies)
     fit = head.fit(
         x_train,
         y_train,
         validation_data=(x_val, y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        class_weight=class_weights(y_train),
+        sample_weight=sample_weights(y_train, is_user, settings.user_sample_weight),
         callbacks=[stop],
         verbose=0,
         shuffle=True,
@@ -167,7 +215,7 @@ def train(
 
     if config.fine_tune_epochs:
         t0 = time.perf_counter()
-        history = _fine_tune(model, backbone, train_s, val_s, arch, config, history)
+        history = _fine_tune(model, backbone, train_s, val_s, arch, config, history, settings.user_sample_weight)
         timings["fine_tune_s"] = time.perf_counter() - t0
         probs = model.predict(_tensors(val_s, arch), batch_size=64, verbose=0)
     else:
@@ -186,6 +234,7 @@ def train(
     out_root = out_root or settings.artifacts_dir / "models"
     model_dir = out_root / version
     model_dir.mkdir(parents=True)
+    digest = write_training_set(model_dir / "training_set.csv", train_s, val_s)
     model.save(model_dir / "model.keras")
     export_tflite(model, model_dir / "model.tflite")
     timings["export_s"] = time.perf_counter() - t0
@@ -195,6 +244,9 @@ def train(
         **{f"arch_{k}": v for k, v in arch.as_dict().items()},
         "n_train": len(train_s),
         "n_val": len(val_s),
+        "n_user_images": sum(s.dataset == USER_DATASET for s in train_s),
+        "user_sample_weight": settings.user_sample_weight,
+        "training_set_digest": digest,
         "features_computed": extractor.stats.computed,
         "features_cached": extractor.stats.cached,
     }
@@ -211,6 +263,7 @@ def train(
         "class_names": list(CLASS_NAMES),
         "metrics": {k: report[k] for k in ("accuracy", "macro_f1", "val_loss", "per_class", "per_dataset", "n")},
         "params": params,
+        "training_set_digest": digest,
         "tensorflow": tf.__version__,
     }
     (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
@@ -225,7 +278,7 @@ def _tensors(samples: list[Sample], arch: Architecture) -> np.ndarray:
     return np.stack([training_tensor(s.path.read_bytes(), arch.input_size, arch.backbone) for s in samples])
 
 
-def _fine_tune(model, backbone, train_s, val_s, arch, config, history):
+def _fine_tune(model, backbone, train_s, val_s, arch, config, history, user_weight: float):
     """Unfreeze the top blocks and train end to end on fresh augmentations each epoch."""
     import keras
 
@@ -242,7 +295,7 @@ def _fine_tune(model, backbone, train_s, val_s, arch, config, history):
     y_train = np.array([CLASS_NAMES.index(s.label) for s in train_s])
     y_val = np.array([CLASS_NAMES.index(s.label) for s in val_s])
     x_val = _tensors(val_s, arch)
-    weights = class_weights(y_train)
+    weights = sample_weights(y_train, np.array([s.dataset == USER_DATASET for s in train_s]), user_weight)
     for epoch in range(config.fine_tune_epochs):
         x = np.stack(
             [
@@ -255,7 +308,7 @@ def _fine_tune(model, backbone, train_s, val_s, arch, config, history):
             ]
         )
         fit = model.fit(
-            x, y_train, validation_data=(x_val, y_val), epochs=1, batch_size=32, class_weight=weights, verbose=0
+            x, y_train, validation_data=(x_val, y_val), epochs=1, batch_size=32, sample_weight=weights, verbose=0
         )
         for k, vs in fit.history.items():
             history.setdefault(k, []).extend(float(v) for v in vs)
@@ -321,18 +374,18 @@ def main(argv: list[str] | None = None) -> int:
         publish(result.model_dir, settings.model_dir)
     registered: dict[str, str] = {}
     if settings.mlflow_tracking_uri and not args.no_mlflow:
-        from src.registry import champion, log_training_run, set_champion
+        from src.registry import log_training_run
 
+        # Registered, not promoted: only the gate moves @champion
+        # (`python -m src.pipeline promote --model-version N`), for the first model too.
         registered = log_training_run(settings, result)
-        if champion(settings) is None:  # the very first model has nothing to beat
-            gate = {"gate_decision": "promoted", "gate_reason": "first model: no champion yet"}
-            set_champion(settings, registered["version"], gate)
-            registered["champion"] = "yes"
     summary = {
         "version": result.version,
         "model_dir": str(result.model_dir),
         "accuracy": result.metrics["accuracy"],
+        "n_val": result.params["n_val"],
         "per_dataset": result.metrics["per_dataset"],
+        "training_set_digest": result.params["training_set_digest"],
         "timings": {k: round(v, 2) for k, v in result.timings.items()},
         "registered": registered,
     }

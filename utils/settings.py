@@ -77,8 +77,16 @@ class Settings(BaseSettings):
     retrain_aug_copies: int = 2
     retrain_epochs: int = 40
     blur_threshold: float = 4.0  # variance of the Laplacian at model size; ~1% of the real crops fall below
-    promote_tolerance: float = 0.01
-    eval_fraction: float = 0.2
+    # Who may be trained on (src/splits.py): fractions of base-dataset groups held out for the
+    # gate's evaluation set and for simulated new users (benchmarks/learning_curve.py), and of
+    # user-labelled images (by image hash) held out so the gate also scores users' own photos.
+    eval_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
+    reserve_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    user_holdout_fraction: float = Field(default=0.2, ge=0.0, le=0.5)
+    # A user-labelled image counts this many times in the loss (see README, "Corrections").
+    user_sample_weight: float = Field(default=4.0, ge=1.0, le=100.0)
+    # The gate rejects a challenger that a one-sided exact McNemar test finds worse at this level.
+    gate_alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     retrain_retry_initial_s: float = 2.0
     retrain_retry_max_s: float = 60.0
     dispatcher_poll_s: float = 5.0

@@ -1,5 +1,5 @@
-"""rock_paper_scissors_retrain_pipeline: labelled images → OpenCV → DVC/S3 → retrain →
-MLflow → gate → hot reload.
+"""rock_paper_scissors_retrain_pipeline: labelled images → OpenCV → DVC/S3 → new data? →
+retrain → MLflow → gate → hot reload.
 
 Each task is a thin call into `src.pipeline` (runnable by hand: `python -m src.pipeline
 <stage>`). Heavy imports stay inside the tasks so this file parses in milliseconds.
@@ -41,7 +41,11 @@ NETWORK_RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=5)}
     catchup=False,
     max_active_runs=1,
     tags=["rps", "retraining"],
-    params={"retrain_request_id": Param(None, type=["null", "integer"], description="backend retrain request")},
+    params={
+        "retrain_request_id": Param(None, type=["null", "integer"], description="backend retrain request"),
+        "force": Param(False, type="boolean", description="train even if the data is the champion's"),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, description="override RETRAIN_EPOCHS"),
+    },
     default_args={"retries": 0, "on_failure_callback": _record_failure},
     doc_md=__doc__,
 )
@@ -53,23 +57,30 @@ def rock_paper_scissors_retrain_pipeline():
         return extract(_settings(), _request_id())
 
     @task
-    def preprocess_images(extracted: dict) -> dict:
+    def preprocess_images() -> dict:
         from src.pipeline import preprocess
 
         return preprocess(_settings(), _request_id())
 
-    @task(task_id="dvc_script", **NETWORK_RETRIES)
-    def version_data_with_dvc(processed: dict) -> str:
+    @task(**NETWORK_RETRIES)
+    def dvc_script() -> str:
         """Runs airflow/scripts/dvc_script.sh: dvc add + dvc push; returns the data version."""
         from src.pipeline import version
 
         return version(_settings(), _request_id())
 
+    @task.short_circuit
+    def has_new_training_data() -> bool:
+        """False ends the run here: the request is recorded as skipped, nothing is trained."""
+        from src.pipeline import has_new_training_data
+
+        return has_new_training_data(_settings(), _request_id(), bool(get_current_context()["params"]["force"]))
+
     @task(**NETWORK_RETRIES)
     def retrain_rps_model(data_version: str) -> dict:
         from src.pipeline import retrain
 
-        return retrain(_settings(), data_version, _request_id())
+        return retrain(_settings(), data_version, _request_id(), get_current_context()["params"].get("epochs"))
 
     @task(**NETWORK_RETRIES)
     def evaluate_and_promote(trained: dict) -> dict:
@@ -83,11 +94,11 @@ def rock_paper_scissors_retrain_pipeline():
 
         return reload(_settings(), gate["decision"], gate["challenger_version"], _request_id())
 
-    reload_backend(
-        evaluate_and_promote(
-            retrain_rps_model(version_data_with_dvc(preprocess_images(extract_images_from_postgres())))
-        )
-    )
+    # The first stages hand over through the data workspace; from the data version on, values flow.
+    data_version = dvc_script()
+    trained = retrain_rps_model(data_version)
+    extract_images_from_postgres() >> preprocess_images() >> data_version >> has_new_training_data() >> trained
+    reload_backend(evaluate_and_promote(trained))
 
 
 rock_paper_scissors_retrain_pipeline()

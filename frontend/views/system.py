@@ -19,6 +19,8 @@ STATE_BADGES = {
     "running": "⚙️ running",
     "succeeded": "✅ succeeded",
     "failed": "❌ failed",
+    "superseded": "⏩ superseded",
+    "skipped": "⏭️ skipped (no new training data)",
 }
 THUMB_SIDE = 160
 UNREACHABLE = ("backend_unreachable", "backend_timeout")
@@ -161,6 +163,8 @@ def retrain_row(r: dict[str, Any]) -> None:
         if r.get("finished_at"):
             done.append(f"finished {_when(r['finished_at'])}")
         outcome.markdown("  \n".join(done) or ":gray[not started yet]")
+        if r.get("skip_reason"):
+            st.caption(f"Skipped: {r['skip_reason']}")
         if r.get("last_error"):
             st.caption(f":red[Last error: {r['last_error']}]")
 

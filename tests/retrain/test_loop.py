@@ -27,6 +27,7 @@ STAGES = (  # the DAG's tasks, in order
     "extract_images_from_postgres",
     "preprocess_images",
     "dvc_script",
+    "has_new_training_data",
     "retrain_rps_model",
     "evaluate_and_promote",
     "reload_backend",
