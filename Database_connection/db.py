@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from pathlib import Path
@@ -24,14 +25,20 @@ def libpq_url(url: str) -> str:
     return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
 
-def make_pool(url: str, min_size: int = 1, max_size: int = 10) -> ConnectionPool:
+def make_pool(url: str, min_size: int = 1, max_size: int = 10, timeout: float = 30.0) -> ConnectionPool:
     """An open pool of autocommit connections returning dict rows; multi-statement work
-    opens `conn.transaction()` explicitly."""
+    opens `conn.transaction()` explicitly.
+
+    Every connection is checked before it is handed out, so after a PostgreSQL restart a
+    stale one is replaced instead of failing a request; `timeout` bounds both the wait for a
+    connection and a new connection's handshake, so an outage fails fast."""
     pool = ConnectionPool(
         libpq_url(url),
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
+        check=ConnectionPool.check_connection,
+        timeout=timeout,
         open=False,
         name="rps",
     )

@@ -208,10 +208,18 @@ def claim_due_retrain_request(conn: Connection) -> dict[str, Any] | None:
     return row
 
 
+def postpone_retrain_request(conn: Connection, request_id: int, delay_s: float) -> None:
+    """Lease a claimed request: other dispatchers skip it until `delay_s` has passed."""
+    conn.execute(
+        "UPDATE retrain_requests SET next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+        (delay_s, request_id),
+    )
+
+
 def mark_retrain_triggered(conn: Connection, request_id: int, dag_run_id: str, model_version_before: str) -> None:
     conn.execute(
         "UPDATE retrain_requests SET state = 'triggered', dag_run_id = %s, triggered_at = now(),"
-        " attempts = attempts + 1, last_error = NULL, model_version_before = %s WHERE id = %s",
+        " attempts = attempts + 1, last_error = NULL, model_version_before = %s WHERE id = %s AND state = 'pending'",
         (dag_run_id, model_version_before, request_id),
     )
 
@@ -219,9 +227,26 @@ def mark_retrain_triggered(conn: Connection, request_id: int, dag_run_id: str, m
 def mark_retrain_retry(conn: Connection, request_id: int, error: str, delay_s: float) -> None:
     conn.execute(
         "UPDATE retrain_requests SET attempts = attempts + 1, last_error = %s,"
-        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s AND state = 'pending'",
         (error, delay_s, request_id),
     )
+
+
+def fail_pending_retrain_request(conn: Connection, request_id: int, error: str) -> None:
+    """A request Airflow refused for good (credentials, DAG id): failed, with the reason."""
+    conn.execute(
+        "UPDATE retrain_requests SET state = 'failed', finished_at = now(), attempts = attempts + 1,"
+        " last_error = %s WHERE id = %s AND state = 'pending'",
+        (error, request_id),
+    )
+
+
+def active_retrain_requests(conn: Connection) -> list[dict[str, Any]]:
+    """Every delivered request whose run has not ended, oldest first (no limit: an orphan
+    must never hide behind newer requests)."""
+    return conn.execute(
+        f"SELECT {RETRAIN_COLUMNS} FROM retrain_requests WHERE state IN ('triggered', 'running') ORDER BY id"
+    ).fetchall()
 
 
 _UPDATABLE = {
@@ -312,3 +337,35 @@ def fail_retrain_if_open(conn: Connection, request_id: int, error: str) -> None:
         " WHERE id = %s AND state IN ('triggered', 'running')",
         (error, request_id),
     )
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+def prune_unlabelled_images(conn: Connection, older_than_days: float, batch: int = 200) -> dict[str, int]:
+    """Delete up to `batch` stored images that nobody labelled, first stored and last
+    predicted on more than `older_than_days` ago, with their predictions. Labelled images are
+    training data and are never touched; rows another session holds are skipped."""
+    row = conn.execute(
+        "WITH doomed AS ("
+        "  SELECT i.sha256, i.size_bytes FROM images i"
+        "  WHERE i.created_at < now() - make_interval(secs => %(age)s)"
+        "    AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.image_sha256 = i.sha256)"
+        "    AND NOT EXISTS (SELECT 1 FROM predictions p WHERE p.image_sha256 = i.sha256"
+        "                    AND p.created_at >= now() - make_interval(secs => %(age)s))"
+        "  ORDER BY i.created_at LIMIT %(batch)s FOR UPDATE OF i SKIP LOCKED"
+        "), gone_predictions AS ("
+        "  DELETE FROM predictions p USING doomed d WHERE p.image_sha256 = d.sha256 RETURNING p.id"
+        "), gone_images AS ("
+        "  DELETE FROM images i USING doomed d WHERE i.sha256 = d.sha256 RETURNING i.size_bytes"
+        ")"
+        " SELECT (SELECT count(*) FROM gone_images) AS images,"
+        " (SELECT count(*) FROM gone_predictions) AS predictions,"
+        " (SELECT coalesce(sum(size_bytes), 0) FROM gone_images) AS bytes",
+        {"age": older_than_days * 86400.0, "batch": batch},
+    ).fetchone()
+    return {k: int(row[k]) for k in ("images", "predictions", "bytes")}
+
+
+def database_size_bytes(conn: Connection) -> int:
+    return int(conn.execute("SELECT pg_database_size(current_database()) AS n").fetchone()["n"])

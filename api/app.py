@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics
-from api.errors import error_response, install_error_handlers
+from api.body_limit import BodySizeLimit
+from api.errors import install_error_handlers
 from api.model_sync import ModelSync, record_load
+from api.retention import RetentionJob
 from api.retrain import RetrainDispatcher
 from api.routes import router
 from Database_connection.db import make_pool, migrate, wait_for_db
@@ -48,7 +49,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     wait_for_db(settings.database_url)
     migrate(settings.database_url)
-    app.state.pool = pool = make_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    app.state.pool = pool = make_pool(
+        settings.database_url, settings.db_pool_min, settings.db_pool_max, timeout=settings.db_timeout_s
+    )
     collector = metrics.DatabaseCollector(pool, settings.retrain_threshold)
     REGISTRY.register(collector)
     use_registry = settings.model_source == "mlflow" and bool(settings.mlflow_tracking_uri)
@@ -58,44 +61,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder: ModelHolder = app.state.holder
         dispatcher = RetrainDispatcher(settings, pool, lambda: m.version if (m := holder.peek()) else None)
         app.state.on_retrain_requested = dispatcher.notify
+    retention = RetentionJob(settings, pool) if settings.unlabelled_image_retention_days > 0 else None
     try:
         load_initial_model(app)
         if app.state.model_sync is not None:
             app.state.model_sync.start()
         if dispatcher is not None:
             dispatcher.start()
+        if retention is not None:
+            retention.start()
         yield
     finally:
+        if retention is not None:
+            retention.stop()
         if dispatcher is not None:
             dispatcher.stop()
         if app.state.model_sync is not None:
             app.state.model_sync.stop()
         REGISTRY.unregister(collector)
         pool.close()
-
-
-class RefuseOversized:
-    """Refuse declared-oversize bodies before reading them (multipart overhead allowed).
-
-    Plain ASGI rather than `@app.middleware("http")`: BaseHTTPMiddleware costs about a
-    millisecond per request on these CPUs, as much as the model itself."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.limit + 64 * 1024:
-                metrics.REJECTED_INPUTS.labels(reason="file_too_large").inc()
-                response = error_response(
-                    413,
-                    "file_too_large",
-                    f"The request is over the {self.limit / 2**20:.0f} MiB upload limit; send a smaller image.",
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -109,10 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.holder = ModelHolder()
+    app.state.holder = ModelHolder(settings.max_concurrent_predictions, settings.prediction_queue_s)
     install_error_handlers(app)
 
-    app.add_middleware(RefuseOversized, limit=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.include_router(router)
 
     metrics.install(app)

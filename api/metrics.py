@@ -63,13 +63,16 @@ RETRAIN_DURATION_BUCKETS = [60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 72
 PREDICTIONS = Counter("rps_predictions_total", "Predictions served, by predicted class", ["label"])
 PREDICTION_LATENCY = Histogram(
     "rps_prediction_latency_seconds",
-    "Model time per prediction (preprocess + inference)",
+    "Time per prediction: decode + preprocess + inference (ModelHolder.predict)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 PREDICTION_CONFIDENCE = Histogram(
     "rps_prediction_confidence",
     "Confidence of the predicted class",
     buckets=(0.34, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+OVERLOAD_REJECTIONS = Counter(
+    "rps_overload_rejections_total", "Requests answered 503 busy: no prediction slot freed within the queue wait"
 )
 REJECTED_INPUTS = Counter("rps_rejected_inputs_total", "Inputs refused with a 4xx, by reason", ["reason"])
 MODEL_INFO = Gauge(
@@ -82,6 +85,14 @@ MODEL_LOADED = Gauge(
     "rps_model_loaded", "1 when a model is being served (by every live worker)", multiprocess_mode="livemin"
 )
 MODEL_RELOADS = Counter("rps_model_reloads_total", "Model (re)loads, by outcome", ["outcome"])
+RETRAIN_DELIVERY_ERRORS = Counter(
+    "rps_retrain_delivery_errors_total",
+    "Failed retrain triggers: transient (retried with backoff) or permanent (request failed)",
+    ["kind"],
+)
+PRUNED_IMAGES = Counter(
+    "rps_pruned_images_total", "Unlabelled stored images deleted by the retention job (with their predictions)"
+)
 FEEDBACK = Counter("rps_feedback_total", "User feedback received, by whether the prediction was right", ["correct"])
 DB_POOL_IN_USE = Gauge("rps_db_pool_connections_in_use", "DB pool connections checked out", multiprocess_mode="livesum")
 DB_POOL_SIZE = Gauge("rps_db_pool_size", "DB pool connections open", multiprocess_mode="livesum")
@@ -94,6 +105,8 @@ for _correct in ("true", "false"):
     FEEDBACK.labels(correct=_correct)
 for _outcome in ("loaded", "failed"):
     MODEL_RELOADS.labels(outcome=_outcome)
+for _kind in ("transient", "permanent"):
+    RETRAIN_DELIVERY_ERRORS.labels(kind=_kind)
 
 # Created once per process: the instrumentator's helpers register their metric when called,
 # and every app built in this process (tests build many) shares these two.
@@ -179,6 +192,7 @@ class DatabaseCollector(Collector):
             GaugeMetricFamily(name, doc)
             for name, doc in (
                 ("rps_database_up", "Whether the DB answered the scrape"),
+                ("rps_database_size_bytes", "Size of the backend's PostgreSQL database on disk"),
                 ("rps_retrain_threshold", "Predictions that trigger a retrain"),
                 ("rps_predictions_since_retrain", "Predictions since the last retrain request"),
                 ("rps_labelled_images", "Images with a human-confirmed label"),
@@ -206,11 +220,15 @@ class DatabaseCollector(Collector):
                 awaiting, oldest_awaiting = repo.labels_awaiting_retrain(conn)
                 acc, n = repo.feedback_accuracy(conn, self.feedback_window)
                 labelled = repo.stats(conn)["labelled_images"]
+                size = repo.database_size_bytes(conn)
         except Exception:
             log.warning("metrics: database unavailable during scrape", exc_info=True)
             yield GaugeMetricFamily("rps_database_up", "Whether the DB answered the scrape", value=0)
             return
         yield GaugeMetricFamily("rps_database_up", "Whether the DB answered the scrape", value=1)
+        yield GaugeMetricFamily(
+            "rps_database_size_bytes", "Size of the backend's PostgreSQL database on disk", value=size
+        )
         yield GaugeMetricFamily(
             "rps_predictions_since_retrain", "Predictions since the last retrain request", value=since
         )

@@ -1,10 +1,14 @@
 """Delivers retrain requests to Airflow, off the request path.
 
 `/predict` only records a request row (in its own transaction). This dispatcher thread
-claims due rows with `FOR UPDATE SKIP LOCKED` — so several workers or replicas never
-send the same one twice — and triggers the DAG with a deterministic `dag_run_id`;
-Airflow's 409 for an existing run counts as delivered. If Airflow is down the row stays
-pending and is retried with exponential backoff.
+claims a due row with `FOR UPDATE SKIP LOCKED` and leases it (pushes `next_attempt_at`
+forward) in a short transaction, so no row lock is held while Airflow is called; other
+workers or replicas skip a leased row, and since the `dag_run_id` is deterministic, a
+second delivery after an expired lease is Airflow's 409, which counts as delivered.
+If Airflow is down the row stays pending and is retried with capped exponential backoff;
+an answer retrying cannot fix (401, 403, 404, a refused conf) fails the request at once
+with the reason in `last_error` and counts `rps_retrain_delivery_errors_total{kind="permanent"}`,
+which alerts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import httpx
 from psycopg_pool import ConnectionPool
 
+from api import metrics
 from Database_connection import repository as repo
 from utils.settings import Settings
 
@@ -24,7 +29,31 @@ log = logging.getLogger(__name__)
 
 
 class AirflowUnavailable(RuntimeError):
-    """Airflow could not be reached or refused the trigger; the request stays pending."""
+    """Airflow could not be reached or failed for now; the request stays pending."""
+
+
+class AirflowRefused(RuntimeError):
+    """Airflow answered in a way no retry can fix (bad credentials, no such DAG, bad conf)."""
+
+
+# Statuses that mean the backend's configuration is wrong, not that Airflow is busy.
+PERMANENT_STATUSES = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found", 422: "invalid"}
+# The lease a claimed request gets while it is delivered without a row lock held.
+DELIVERY_LEASE_S = 120.0
+
+
+def _refused(what: str, r: httpx.Response) -> AirflowRefused:
+    hint = {
+        401: " Check AIRFLOW_USERNAME and AIRFLOW_PASSWORD.",
+        403: " The Airflow user may not trigger this DAG.",
+        404: " Check AIRFLOW_DAG_ID and that the DAG file is deployed.",
+    }.get(r.status_code, "")
+    return AirflowRefused(f"Airflow refused {what}: HTTP {r.status_code} {r.text[:300]}.{hint}")
+
+
+def backoff_delay(attempts: int, initial_s: float, max_s: float) -> float:
+    """initial * 2**attempts, capped; the exponent is bounded so no attempt count overflows."""
+    return min(max_s, initial_s * 2.0 ** min(max(attempts, 0), 62))
 
 
 class AirflowClient:
@@ -43,6 +72,8 @@ class AirflowClient:
 
     def _login(self) -> str:
         r = self.http.post(f"{self.base}/auth/token", json={"username": self.username, "password": self.password})
+        if r.status_code in PERMANENT_STATUSES:
+            raise _refused(f"the login as {self.username!r}", r)
         if r.status_code not in (200, 201):
             raise AirflowUnavailable(f"Airflow login as {self.username!r} failed: HTTP {r.status_code} {r.text[:200]}")
         self._token = r.json()["access_token"]
@@ -69,14 +100,18 @@ class AirflowClient:
         )
         if r.status_code == 409:
             return "exists"
+        if r.status_code in PERMANENT_STATUSES:
+            raise _refused(f"the trigger of DAG {self.dag_id!r}", r)
         if r.status_code >= 300:
-            raise AirflowUnavailable(f"Airflow refused the trigger: HTTP {r.status_code} {r.text[:300]}")
+            raise AirflowUnavailable(f"Airflow could not take the trigger now: HTTP {r.status_code} {r.text[:300]}")
         return "created"
 
     def run_state(self, dag_run_id: str) -> str | None:
         r = self._call("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{dag_run_id}")
         if r.status_code == 404:
             return None
+        if r.status_code in (401, 403):
+            raise _refused("the run lookup", r)
         if r.status_code >= 300:
             raise AirflowUnavailable(f"Airflow run lookup failed: HTTP {r.status_code}")
         return r.json().get("state")
@@ -125,37 +160,65 @@ class RetrainDispatcher:
             self._wake.clear()
 
     def deliver_one(self) -> bool:
-        """Deliver the oldest due request; True if one was delivered (try the next)."""
+        """Deliver the newest due request; True if one was delivered (try the next).
+
+        Claim and lease in one short transaction, call Airflow with no lock held, then
+        record the outcome in another."""
         with self.pool.connection() as conn, conn.transaction():
             if repo.retrain_run_active(conn):
                 return False  # max_active_runs=1: wait, then deliver the newest request once
             row = repo.claim_due_retrain_request(conn)
             if row is None:
                 return False
-            run_id = dag_run_id_for(row)
-            try:
-                outcome = self.client.trigger(run_id, {"retrain_request_id": row["id"]})
-            except AirflowUnavailable as exc:
-                delay = min(
-                    self.settings.retrain_retry_initial_s * 2 ** row["attempts"], self.settings.retrain_retry_max_s
-                )
+            repo.postpone_retrain_request(conn, row["id"], DELIVERY_LEASE_S)
+        run_id = dag_run_id_for(row)
+        try:
+            outcome = self.client.trigger(run_id, {"retrain_request_id": row["id"]})
+        except AirflowRefused as exc:
+            metrics.RETRAIN_DELIVERY_ERRORS.labels(kind="permanent").inc()
+            with self.pool.connection() as conn:
+                repo.fail_pending_retrain_request(conn, row["id"], str(exc)[:1000])
+            log.error("retrain request %s failed: %s", row["id"], exc)
+            return False
+        except AirflowUnavailable as exc:
+            metrics.RETRAIN_DELIVERY_ERRORS.labels(kind="transient").inc()
+            delay = backoff_delay(
+                row["attempts"], self.settings.retrain_retry_initial_s, self.settings.retrain_retry_max_s
+            )
+            with self.pool.connection() as conn:
                 repo.mark_retrain_retry(conn, row["id"], str(exc)[:1000], delay)
-                log.warning("retrain request %s not delivered (retry in %.0fs): %s", row["id"], delay, exc)
-                return False
+            log.warning("retrain request %s not delivered (retry in %.0fs): %s", row["id"], delay, exc)
+            return False
+        with self.pool.connection() as conn:
             repo.mark_retrain_triggered(conn, row["id"], run_id, self.current_version())
-            log.info("retrain request %s delivered as DAG run %s (%s)", row["id"], run_id, outcome)
-            return True
+        log.info("retrain request %s delivered as DAG run %s (%s)", row["id"], run_id, outcome)
+        return True
 
     def reconcile(self) -> None:
-        """Catch runs that ended without the DAG's own bookkeeping (e.g. a killed worker)."""
+        """Close delivered requests whose run ended without the DAG's own bookkeeping (a
+        killed worker), is unknown to Airflow, or has run longer than `retrain_max_run_s`.
+        Every active request is looked at, however many newer ones there are."""
         with self.pool.connection() as conn:
-            open_rows = [r for r in repo.list_retrain_requests(conn, 20) if r["state"] in ("triggered", "running")]
-        for row in open_rows:
+            active = repo.active_retrain_requests(conn)
+        now = datetime.now(UTC)
+        max_run = timedelta(seconds=self.settings.retrain_max_run_s)
+        for row in active:
+            since = row["triggered_at"] or row["requested_at"]
+            if now - since > max_run:
+                reason = (
+                    f"Airflow run {row['dag_run_id']} did not finish within {self.settings.retrain_max_run_s:.0f} s"
+                    " (RETRAIN_MAX_RUN_S); marked failed"
+                )
+                with self.pool.connection() as conn:
+                    repo.fail_retrain_if_open(conn, row["id"], reason)
+                log.error("retrain request %s: %s", row["id"], reason)
+                continue
             try:
                 state = self.client.run_state(row["dag_run_id"])
-            except AirflowUnavailable:
+            except (AirflowUnavailable, AirflowRefused) as exc:
+                log.warning("cannot reconcile retrain runs now: %s", exc)
                 return
-            lost = state is None and row["triggered_at"] < datetime.now(UTC) - timedelta(minutes=10)
+            lost = state is None and since < now - timedelta(minutes=10)
             if state == "failed" or lost:
                 reason = "failed" if state == "failed" else "is unknown to Airflow"
                 with self.pool.connection() as conn:

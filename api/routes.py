@@ -3,15 +3,16 @@ CPU-bound decode/inference never blocks the event loop."""
 
 from __future__ import annotations
 
-import hmac
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api import metrics
-from api.deps import ConnDep, HolderDep, PoolDep, SettingsDep
+from api.deps import AdminDep, ConnDep, HolderDep, ModelSyncDep, PoolDep, RetrainNotifierDep, SettingsDep
 from api.errors import ERROR_RESPONSES, APIError, ErrorBody
 from api.schemas import (
     FeedbackRequest,
@@ -28,8 +29,8 @@ from api.schemas import (
     UploadResponse,
 )
 from Database_connection import repository as repo
-from inference.model_holder import ModelLoadError, ModelNotLoaded
-from utils.images import DecodedImage, ImageRejected, decode_image
+from inference.model_holder import ModelLoadError
+from utils.images import ImageRejected, decode_image
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ def read_upload(file: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-def read_image(file: UploadFile, settings: Settings) -> tuple[bytes, DecodedImage]:
-    """The upload's bytes and validated pixels; a refusal is counted by reason and re-raised."""
+@contextmanager
+def counting_rejections() -> Iterator[None]:
+    """Count a refused input by reason; the error handlers answer it."""
     try:
-        data = read_upload(file, settings)
-        return data, decode_image(data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
+        yield
     except ImageRejected as exc:
         metrics.REJECTED_INPUTS.labels(reason=exc.code).inc()
         raise
@@ -61,47 +62,47 @@ def read_image(file: UploadFile, settings: Settings) -> tuple[bytes, DecodedImag
     "/predict", response_model=PredictResponse, responses=ERROR_RESPONSES | {503: {"model": ErrorBody}}, tags=["model"]
 )
 def predict(
-    request: Request,
     file: Annotated[UploadFile, File(description="A JPEG or PNG photo of one hand")],
     settings: SettingsDep,
     holder: HolderDep,
-    conn: ConnDep,
+    pool: PoolDep,
+    notify_retrain: RetrainNotifierDep,
     store: Annotated[
         bool,
         Query(description="false: classify only (live previews, probes); nothing is stored or counted"),
     ] = True,
 ) -> PredictResponse:
-    """Classify an image; the image and the prediction are stored in one transaction."""
-    data, image = read_image(file, settings)
-    try:
-        model = holder.current
-    except ModelNotLoaded as exc:
-        raise APIError(503, "model_not_loaded", str(exc)) from exc
-    result = model.predict_tensor(model.prepare(image.bgr))
+    """Classify an image; the image and the prediction are stored in one transaction.
+
+    The database is touched only to store (never with `store=false`), after the model ran."""
+    with counting_rejections():
+        data = read_upload(file, settings)
+        result = holder.predict(data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
     metrics.PREDICTIONS.labels(label=result.label).inc()
     metrics.PREDICTION_LATENCY.observe(result.latency_ms / 1000)
     metrics.PREDICTION_CONFIDENCE.observe(result.confidence)
+    image = result.image
     prediction_id, since = None, None
     if store:
-        stored = repo.record_prediction(
-            conn,
-            sha256=image.sha256,
-            content=data,
-            fmt=image.format,
-            width=image.width,
-            height=image.height,
-            original_name=file.filename,
-            label=result.label,
-            confidence=result.confidence,
-            probabilities=result.probabilities,
-            model_version=result.model_version,
-            latency_ms=result.latency_ms,
-            threshold=settings.retrain_threshold,
-        )
+        with pool.connection() as conn:
+            stored = repo.record_prediction(
+                conn,
+                sha256=image.sha256,
+                content=data,
+                fmt=image.format,
+                width=image.width,
+                height=image.height,
+                original_name=file.filename,
+                label=result.label,
+                confidence=result.confidence,
+                probabilities=result.probabilities,
+                model_version=result.model_version,
+                latency_ms=result.latency_ms,
+                threshold=settings.retrain_threshold,
+            )
         prediction_id, since = stored.id, stored.predictions_since_retrain
-        notify = getattr(request.app.state, "on_retrain_requested", None)
-        if stored.retrain_request_id is not None and notify:
-            notify(stored.retrain_request_id)
+        if stored.retrain_request_id is not None:
+            notify_retrain(stored.retrain_request_id)
     return PredictResponse(
         prediction_id=prediction_id,
         label=result.label,
@@ -110,7 +111,7 @@ def predict(
         model_version=result.model_version,
         latency_ms=round(result.latency_ms, 3),
         image_sha256=image.sha256,
-        predictions_since_retrain=repo.count_predictions_since_retrain(conn) if since is None else since,
+        predictions_since_retrain=since,
         retrain_threshold=settings.retrain_threshold,
     )
 
@@ -150,11 +151,19 @@ def upload(
     file: Annotated[UploadFile, File(description="A JPEG or PNG photo of one hand")],
     label: Annotated[Label, Form(description="The gesture shown")],
     settings: SettingsDep,
-    conn: ConnDep,
+    holder: HolderDep,
+    pool: PoolDep,
 ) -> UploadResponse:
     """Ingest a labelled example without predicting."""
-    data, image = read_image(file, settings)
-    with conn.transaction():
+    with counting_rejections(), holder.slot():  # decoding is bounded like a prediction
+        data = read_upload(file, settings)
+        image = decode_image(
+            data,
+            max_pixels=settings.max_image_pixels,
+            min_side=settings.min_image_side,
+            target_side=settings.image_size,
+        ).info
+    with pool.connection() as conn, conn.transaction():
         new = repo.insert_image(
             conn,
             sha256=image.sha256,
@@ -179,7 +188,7 @@ def health() -> Health:
 def ready(holder: HolderDep, pool: PoolDep) -> Ready | JSONResponse:
     """Readiness: the database answers and a model is loaded."""
     try:
-        with pool.connection(timeout=2) as conn:
+        with pool.connection() as conn:
             conn.execute("SELECT 1")
     except Exception as exc:
         raise APIError(503, "database_unavailable", f"PostgreSQL is not reachable: {exc}") from exc
@@ -192,11 +201,7 @@ def ready(holder: HolderDep, pool: PoolDep) -> Ready | JSONResponse:
 @router.get("/model", response_model=ModelInfo, responses={503: {"model": ErrorBody}}, tags=["model"])
 def model_info(holder: HolderDep) -> ModelInfo:
     """The served model: version, origin, load time, architecture, runtime, metrics."""
-    try:
-        info = holder.current.describe()
-    except ModelNotLoaded as exc:
-        raise APIError(503, "model_not_loaded", str(exc)) from exc
-    return ModelInfo(**info, last_reload_error=holder.last_error)
+    return ModelInfo(**holder.current.describe(), last_reload_error=holder.last_error)
 
 
 @router.get("/stats", response_model=Stats, tags=["labels"])
@@ -248,14 +253,6 @@ def retrains(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> 
     return out
 
 
-def require_admin(settings: Settings, authorization: str | None) -> None:
-    expected = f"Bearer {settings.admin_token}"
-    if not authorization:
-        raise APIError(401, "unauthorized", "Send the admin token as 'Authorization: Bearer <ADMIN_TOKEN>'.")
-    if not hmac.compare_digest(authorization.encode(), expected.encode()):
-        raise APIError(403, "forbidden", "The admin token is wrong.")
-
-
 @router.post(
     "/admin/reload",
     response_model=ReloadResponse,
@@ -267,18 +264,9 @@ def require_admin(settings: Settings, authorization: str | None) -> None:
     },
     tags=["model"],
 )
-def admin_reload(
-    request: Request,
-    settings: SettingsDep,
-    holder: HolderDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> ReloadResponse:
+def admin_reload(_: AdminDep, sync: ModelSyncDep, holder: HolderDep) -> ReloadResponse:
     """Load `models:/<name>@champion`, warm it up and swap it in atomically. In-flight requests
     finish on the old model; a model that fails to load leaves the old one serving."""
-    require_admin(settings, authorization)
-    sync = getattr(request.app.state, "model_sync", None)
-    if sync is None:
-        raise APIError(409, "registry_not_configured", "MODEL_SOURCE is not mlflow or MLFLOW_TRACKING_URI is unset.")
     try:
         model, previous = sync.reload_champion()
     except ModelLoadError as exc:

@@ -22,9 +22,9 @@ class PredictResponse(BaseModel):
     confidence: float = Field(ge=0, le=1)
     probabilities: Probabilities
     model_version: str
-    latency_ms: float = Field(description="model time in milliseconds (preprocess + inference)")
+    latency_ms: float = Field(description="milliseconds spent on decode + preprocessing + inference")
     image_sha256: str
-    predictions_since_retrain: int
+    predictions_since_retrain: int | None = Field(description="null when called with store=false")
     retrain_threshold: int
 
 

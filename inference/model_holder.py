@@ -4,6 +4,9 @@ Predictions run through a TFLite (LiteRT) interpreter — a compiled graph that 
 5–20x faster than `model.predict` on these CPUs — so the backend never imports
 TensorFlow. A swap builds and warms the new model completely before one reference
 assignment makes it current; requests already holding the old model finish on it.
+
+`ModelHolder.predict` is the one serving call: decode -> preprocess -> inference, timed
+together, with at most `max_concurrent` of them at once so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.images import preprocess_image
+from utils.images import DecodedImage, ImageInfo, decode_image, preprocess_image
 from utils.settings import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,10 @@ class ModelLoadError(RuntimeError):
     """A model directory or artifact could not be loaded; the previous model keeps serving."""
 
 
+class ModelBusy(RuntimeError):
+    """Every prediction slot stayed taken for the whole queue wait: try again shortly."""
+
+
 def _runtime_name() -> str:
     from importlib.metadata import version
 
@@ -48,6 +57,7 @@ class Prediction:
     probabilities: dict[str, float]
     model_version: str
     latency_ms: float
+    image: ImageInfo | None = None
 
 
 @dataclass
@@ -77,6 +87,10 @@ class LoadedModel:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.metadata.get("class_names", CLASS_NAMES))
 
+    def decode(self, data: bytes, **limits: int) -> DecodedImage:
+        """Validate and decode an upload at no more resolution than this model needs."""
+        return decode_image(data, target_side=self.input_size, **limits)
+
     def prepare(self, source: bytes | np.ndarray, **limits: int) -> np.ndarray:
         """Bytes or a BGR frame → this model's input tensor, via the shared preprocessing."""
         return preprocess_image(source, self.input_size, self.backbone, **limits)
@@ -94,8 +108,9 @@ class LoadedModel:
             interp.invoke()
             return np.array(interp.get_tensor(out["index"]))
 
-    def predict_tensor(self, tensor: np.ndarray) -> Prediction:
-        start = time.perf_counter()
+    def predict_tensor(self, tensor: np.ndarray, started: float | None = None) -> Prediction:
+        """Classify one preprocessed tensor; latency counts from `started` (default: now)."""
+        start = time.perf_counter() if started is None else started
         probs = self.run(tensor[None, ...])[0]
         latency_ms = (time.perf_counter() - start) * 1000
         idx = int(np.argmax(probs))
@@ -157,9 +172,14 @@ def load_model_dir(path: Path, source: str | None = None, version: str | None = 
 class ModelHolder:
     """Holds the current model; `swap` is atomic and a failed load leaves the old one serving."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_concurrent: int = 4, queue_s: float = 2.0) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
         self._current: LoadedModel | None = None
         self._swap_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.max_concurrent = max_concurrent
+        self.queue_s = queue_s
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
 
@@ -198,6 +218,27 @@ class ModelHolder:
         self.swap(model)
         return model
 
-    def predict(self, source: bytes | np.ndarray, **limits: int) -> Prediction:
+    def predict(self, data: bytes, **limits: int) -> Prediction:
+        """The serving call: decode -> preprocess -> inference; `latency_ms` covers all three.
+
+        Raises ModelNotLoaded, ImageRejected (bad input) or ModelBusy (no slot within
+        `queue_s`). The result carries the decoded image's format, size and hash for storage.
+        """
         model = self.current  # one read: the whole request uses this model even if a swap happens
-        return model.predict_tensor(model.prepare(source, **limits))
+        with self.slot():
+            started = time.perf_counter()
+            image = model.decode(data, **limits)
+            tensor = model.prepare(image.bgr)
+            result = model.predict_tensor(tensor, started=started)
+        result.image = image.info
+        return result
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """One of the `max_concurrent` decode/inference slots, waiting at most `queue_s`."""
+        if not self._slots.acquire(timeout=self.queue_s):
+            raise ModelBusy(f"all {self.max_concurrent} prediction slots stayed busy for {self.queue_s:g} s")
+        try:
+            yield
+        finally:
+            self._slots.release()

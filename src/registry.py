@@ -1,7 +1,9 @@
-"""MLflow: log a training run, register the model, resolve and download the champion.
+"""MLflow, write side: log a training run, register the model, move the champion alias.
 
 Each registered version's run also carries a `serving/` folder (TFLite + metadata) —
 what the backend actually loads — next to the Keras flavour that MLflow understands.
+The reads (champion lookup, downloads) live in `inference.registry`, which the backend
+uses without importing training code; they are re-exported here for the training stages.
 """
 
 from __future__ import annotations
@@ -12,21 +14,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inference.registry import CHAMPION, champion, download_model, download_serving, resolve, run_id_of
+from inference.registry import client as _client
 from utils.settings import Settings
 
+__all__ = [
+    "CHAMPION",
+    "FIRST_CHAMPION_TAG",
+    "champion",
+    "download_model",
+    "download_serving",
+    "first_champion",
+    "log_run_metrics",
+    "log_training_run",
+    "mark_first_champion",
+    "resolve",
+    "run_id_of",
+    "set_champion",
+    "tag_version",
+    "version_tags",
+]
 log = logging.getLogger(__name__)
-CHAMPION = "champion"
 PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "numpy", "opencv-python-headless"]
-
-
-def _client(settings: Settings):
-    import mlflow
-    from mlflow import MlflowClient
-
-    if not settings.mlflow_tracking_uri:
-        raise RuntimeError("MLFLOW_TRACKING_URI is not set")
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return MlflowClient(settings.mlflow_tracking_uri)
 
 
 def _flat_metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -97,20 +106,6 @@ def log_training_run(
     return {"run_id": run_id, "version": version}
 
 
-def champion(settings: Settings) -> dict[str, str] | None:
-    """The version behind the `champion` alias, or None when there is none yet."""
-    from mlflow.exceptions import MlflowException
-
-    client = _client(settings)
-    try:
-        mv = client.get_model_version_by_alias(settings.registered_model_name, CHAMPION)
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
-            return None
-        raise
-    return {"version": str(mv.version), "run_id": mv.run_id}
-
-
 def set_champion(settings: Settings, version: str, tags: dict[str, str]) -> None:
     client = _client(settings)
     for key, value in tags.items():
@@ -122,37 +117,6 @@ def tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
     client = _client(settings)
     for key, value in tags.items():
         client.set_model_version_tag(settings.registered_model_name, version, key, value)
-
-
-def run_id_of(settings: Settings, version: str) -> str:
-    return _client(settings).get_model_version(settings.registered_model_name, version).run_id
-
-
-def download_serving(settings: Settings, run_id: str, dst: Path) -> Path:
-    """Fetch the run's `serving/` folder (model.tflite + metadata.json)."""
-    import mlflow
-
-    _client(settings)
-    dst.mkdir(parents=True, exist_ok=True)
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="serving", dst_path=str(dst), tracking_uri=settings.mlflow_tracking_uri
-    )
-    return Path(path)
-
-
-def resolve(settings: Settings, ref: str) -> dict[str, str]:
-    """`models:/name@alias` or `models:/name/N` → {version, run_id}."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\d+))", ref)
-    if not match:
-        raise ValueError(f"{ref!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
-    name, alias, number = match.groups()
-    client = _client(settings)
-    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
-    return {"version": str(mv.version), "run_id": mv.run_id}
-
-
-def download_model(settings: Settings, ref: str, dst: Path) -> Path:
-    return download_serving(settings, resolve(settings, ref)["run_id"], dst)
 
 
 FIRST_CHAMPION_TAG = "first_champion_version"

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://rps:rps@127.0.0.1:5432/rps"
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # How long a request waits for a pooled connection (and a new connection for PostgreSQL)
+    # before it answers 503: an outage costs a user two seconds, not thirty.
+    db_timeout_s: float = Field(default=1.5, gt=0)
 
     # Backend
     backend_host: str = "127.0.0.1"
@@ -40,6 +43,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     min_image_side: int = 16
+    # Decode + preprocess + inference run at most this many at once (memory and CPU bound);
+    # a request that waits longer than `prediction_queue_s` for a slot gets 503 + Retry-After.
+    max_concurrent_predictions: int = Field(default=4, ge=1)
+    prediction_queue_s: float = Field(default=2.0, ge=0)
+    # Unlabelled stored images older than this are pruned (0 keeps them forever); labelled
+    # images are training data and always stay.
+    unlabelled_image_retention_days: float = Field(default=30.0, ge=0)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
 
     # Model
     image_size: int = 224
@@ -49,6 +60,9 @@ class Settings(BaseSettings):
     model_dir: Path = PROJECT_ROOT / "artifacts" / "model"
     model_source: Literal["local", "mlflow"] = "local"
     model_poll_seconds: float = 30.0
+    # A champion that failed to download or load is retried after this delay, doubling up to the max.
+    model_retry_initial_s: float = Field(default=5.0, gt=0)
+    model_retry_max_s: float = Field(default=300.0, gt=0)
 
     # Data
     data_dir: Path = PROJECT_ROOT / "Data"
@@ -90,6 +104,8 @@ class Settings(BaseSettings):
     retrain_retry_initial_s: float = 2.0
     retrain_retry_max_s: float = 60.0
     dispatcher_poll_s: float = 5.0
+    # A delivered retrain whose Airflow run has not ended after this long is marked failed.
+    retrain_max_run_s: float = Field(default=6 * 3600.0, gt=0)
     airflow_admin_password: str = PLACEHOLDER
     airflow_jwt_secret: str = PLACEHOLDER
     airflow_database_url: str = "postgresql+psycopg2://airflow:airflow@127.0.0.1:5432/airflow"

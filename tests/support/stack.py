@@ -155,18 +155,24 @@ def start_mlflow(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     timeout: float = 120,
+    database: str | None = None,
 ) -> Service:
     """The MLflow server through mlflow/entrypoint.sh: its own database, artifacts in
     `run_dir/mlflow-artifacts` unless `artifacts_destination` (e.g. s3://bucket/mlflow, with the
-    S3 service's variables in `env`)."""
+    S3 service's variables in `env`). With `database` (an existing database's name, kept when
+    the service stops) a second server can take over an earlier one's registry: "MLflow
+    stopped, then started again"."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    db_name = dbs.unique_name("mlflow_t")
+    db_name = database or dbs.unique_name("mlflow_t")
     service = Service("mlflow", url, {"MLFLOW_TRACKING_URI": url, "MLFLOW_UI_URL": url})
     t0 = time.monotonic()
     try:
-        db_url = dbs.create_db(db_name)
-        service.cleanups.append(lambda: dbs.drop_db(db_name))
+        if database is None:
+            db_url = dbs.create_db(db_name)
+            service.cleanups.append(lambda: dbs.drop_db(db_name))
+        else:
+            db_url = dbs.db_url(db_name)
         server_env = {
             **_scrub("mlflow"),
             **(env or {}),

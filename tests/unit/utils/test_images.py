@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 
@@ -117,3 +118,87 @@ def test_normalisation_matches_keras_preprocess_input() -> None:
 def test_blur_score_separates_sharp_from_blurred(sample_images) -> None:
     bgr = decode_image(sample_images["rock"][0].read_bytes()).bgr
     assert blur_score(bgr) > 3 * blur_score(cv2.GaussianBlur(bgr, (21, 21), 8))
+
+
+def phone_jpeg(width: int, height: int, *, orientation: int = 1, thumbnail: bool = True, quality: int = 85) -> bytes:
+    """A JPEG as phones write it: EXIF with an orientation tag and an embedded JPEG thumbnail
+    (whose own end marker sits inside the EXIF segment)."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(width * height)
+    small = rng.integers(0, 256, (max(1, height // 16), max(1, width // 16), 3), dtype=np.uint8)
+    image = Image.fromarray(cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    if thumbnail:
+        thumb = io.BytesIO()
+        image.resize((160, 120)).save(thumb, "JPEG")
+        exif[0x0201], exif[0x0202] = 0, len(thumb.getvalue())  # offsets are enough for the test
+        exif_bytes = exif.tobytes() + thumb.getvalue()
+    else:
+        exif_bytes = exif.tobytes()
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif_bytes, quality=quality)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        b"SEFH" + b"\x00" * 200 + b"SEFT",  # Samsung's metadata trailer
+        b"\x00\x00\x00\x18ftypmp42" + b"\x11" * 4096,  # a motion photo's video after the image
+        b"\x00" * 64,  # zero padding
+    ],
+)
+def test_data_after_the_end_marker_is_accepted(trailer: bytes) -> None:
+    data = phone_jpeg(640, 480) + trailer
+    decoded = decode_image(data)
+    assert decoded.bgr.shape == (480, 640, 3)
+    assert decoded.sha256 == hashlib.sha256(data).hexdigest()  # what is stored is what was sent
+
+
+def test_a_jpeg_cut_in_its_scan_data_is_refused_even_with_an_exif_thumbnail() -> None:
+    """The thumbnail's end marker is inside EXIF: only the main image's end counts."""
+    data = phone_jpeg(640, 480, thumbnail=True)
+    assert data.count(b"\xff\xd9") >= 2
+    with pytest.raises(ImageRejected) as info:
+        decode_image(data[: len(data) * 3 // 4])
+    assert info.value.code == "truncated_image"
+
+
+@pytest.mark.parametrize(("orientation", "shape"), [(1, (640, 480)), (6, (480, 640)), (8, (480, 640)), (3, (640, 480))])
+def test_dimensions_are_those_after_exif_rotation(orientation: int, shape: tuple[int, int]) -> None:
+    decoded = decode_image(phone_jpeg(640, 480, orientation=orientation))
+    assert (decoded.width, decoded.height) == shape
+    assert decoded.bgr.shape[:2] == (shape[1], shape[0])
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_only_when_asked() -> None:
+    data = phone_jpeg(4000, 3000, orientation=6, thumbnail=False)
+    full = decode_image(data)
+    reduced = decode_image(data, target_side=224)
+    assert full.bgr.shape == (4000, 3000, 3)
+    assert reduced.bgr.shape == (500, 375, 3)  # 1/8: the shorter side stays >= 224
+    assert (reduced.width, reduced.height) == (full.width, full.height) == (3000, 4000)
+    # Small images (the training data) are decoded at full size whatever the target.
+    small = phone_jpeg(300, 200, thumbnail=False)
+    np.testing.assert_array_equal(decode_image(small, target_side=224).bgr, decode_image(small).bgr)
+
+
+def test_reduced_decode_gives_nearly_the_tensor_of_a_full_decode() -> None:
+    data = phone_jpeg(4000, 3000, thumbnail=False, quality=95)
+    full = preprocess_image(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), 224)
+    served = preprocess_image(data, 224)
+    assert np.abs(served - full).mean() < 0.035  # of a [-1, 1] range: about 4 grey levels in 255
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_opencvs_own(orientation: int) -> None:
+    """Our faster EXIF path turns pixels exactly as OpenCV's default decode does."""
+    data = phone_jpeg(96, 64, orientation=orientation)
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    decoded = decode_image(data)
+    np.testing.assert_array_equal(decoded.bgr, expected)
+    assert (decoded.height, decoded.width) == expected.shape[:2]
