@@ -46,18 +46,44 @@ class FeedbackRequest(BaseModel):
     label: Label
 
 
+Review = Literal["pending", "approved", "rejected"]
+
+
 class FeedbackResponse(BaseModel):
     prediction_id: int
     image_sha256: str
     label: Label
     predicted_label: Label
     correct: bool
+    review: Review = Field("approved", description="pending: held for an operator's approval before training")
 
 
 class UploadResponse(BaseModel):
     image_sha256: str
     label: Label
     new_image: bool
+    review: Review = Field("approved", description="pending: held for an operator's approval before training")
+
+
+class LabelForReview(BaseModel):
+    image_sha256: str
+    label: Label
+    source: str
+    prediction_id: int | None
+    predicted_label: Label | None
+    review: Review
+    updated_at: datetime
+    reviewed_at: datetime | None
+
+
+class ReviewDecision(BaseModel):
+    image_sha256s: list[str] = Field(min_length=1, max_length=500)
+    decision: Literal["approved", "rejected"]
+
+
+class ReviewResult(BaseModel):
+    decision: Literal["approved", "rejected"]
+    updated: int = Field(description="labels that were pending and now carry the decision")
 
 
 class Health(BaseModel):
@@ -102,6 +128,7 @@ class Stats(BaseModel):
     images: int
     labelled_images: int
     feedback_labels: int
+    labels_awaiting_review: int = Field(0, description="labels held for an operator's approval (LABEL_QUARANTINE)")
     labels_by_class: dict[str, int]
     predictions_since_retrain: int
     retrain_threshold: int

@@ -70,6 +70,7 @@ def main() -> int:
         model_dir=args.model_dir,
         backend_port=0,
         retrain_threshold=10**9,
+        rate_limit_predict=0,  # one client, as fast as it can
         model_source="local",
         mlflow_tracking_uri="",
         airflow_url="",  # measure serving, nothing else

@@ -104,8 +104,12 @@ class LoadedModel:
         return str(self.metadata["architecture"].get("feature_set", "mobilenet"))
 
     def decode(self, data: bytes, **limits: int) -> DecodedImage:
-        """Validate and decode an upload at no more resolution than this model needs."""
-        return decode_image(data, target_side=self.input_size, **limits)
+        """Validate and decode an upload at no more resolution than this model needs: the hand
+        stage crops a hand out of the frame, so hand-aware models keep 4x the input side."""
+        from utils.hands import DECODE_FACTOR
+
+        side = self.input_size * (DECODE_FACTOR if self.hands is not None else 1)
+        return decode_image(data, target_side=side, **limits)
 
     def prepare(self, source: bytes | np.ndarray, **limits: int) -> ModelInput:
         """Bytes or a BGR frame → this model's inputs, via the shared preprocessing (plus the
@@ -287,8 +291,7 @@ class ModelHolder:
         with self.slot():
             started = time.perf_counter()
             image = model.decode(data, **limits)
-            tensor = model.prepare(image.bgr)
-            result = model.predict_tensor(tensor, started=started)
+            result = model.predict_tensor(model.prepare(image.bgr), started=started)
         result.image = image.info
         return result
 

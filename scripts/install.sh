@@ -3,7 +3,9 @@
 # Re-running is cheap: pip is skipped while requirements/constraints are unchanged.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(prometheus chromium curl)
+# docker.io + debootstrap: the Docker Engine and the local base images of the Compose tests
+# (scripts/docker_engine.sh, scripts/standin_images.sh).
+APT_PACKAGES=(prometheus chromium curl caddy docker.io debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

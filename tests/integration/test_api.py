@@ -69,9 +69,8 @@ def test_same_image_twice_is_one_image_two_predictions(client, db_url, sample_im
 
 
 def test_real_images_are_classified_correctly(client, sample_images) -> None:
-    """The seed images are easy: the served model must get (nearly) all of them right. One miss
-    in twelve is allowed: the hand model's landmark fit on one scissors photo (turned sideways,
-    presence 0.59) reads it as paper; the held-out seed accuracy is ~0.99 over 4 seeds."""
+    """The seed images are easy (~0.95 on the gate's evaluation set): at most one of these 12,
+    some of which no model trained on, may be wrong."""
     wrong = [
         path.name
         for label, paths in sample_images.items()
@@ -82,15 +81,15 @@ def test_real_images_are_classified_correctly(client, sample_images) -> None:
 
 
 def test_feedback_last_answer_wins(client, db_url, sample_images) -> None:
-    body = _predict(client, sample_images["scissors"][1]).json()
-    pid, predicted = body["prediction_id"], body["label"]
-    other = next(c for c in ("rock", "paper", "scissors") if c != predicted)
+    pred = _predict(client, sample_images["scissors"][0]).json()
+    pid, said = pred["prediction_id"], pred["label"]
+    other = next(c for c in ("rock", "paper", "scissors") if c != said)
     assert client.post("/feedback", json={"prediction_id": pid, "label": other}).json()["correct"] is False
-    r = client.post("/feedback", json={"prediction_id": pid, "label": predicted})
+    r = client.post("/feedback", json={"prediction_id": pid, "label": said})
     assert r.status_code == 200 and r.json()["correct"] is True
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT label, source, prediction_id FROM labels").fetchall()
-    assert rows == [(predicted, "feedback", pid)]
+    assert rows == [(said, "feedback", pid)]
 
 
 def test_upload_ingests_a_labelled_example(client, db_url, sample_images) -> None:
