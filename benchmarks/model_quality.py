@@ -49,17 +49,19 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--feature-sets", nargs="+", default=["mobilenet", "mobilenet+hand"])
     parser.add_argument("--no-composites", action="store_true")
+    parser.add_argument("--heads", type=int, default=0, help="heads averaged per model (0: HEAD_ENSEMBLE, as trained)")
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "benchmarks" / "model_quality.json")
     args = parser.parse_args()
     import keras
 
     from src.composites import composite_png
     from src.features import feature_extractor
-    from src.model import build_head, feature_normalizer
-    from src.train import class_weights
+    from src.model import feature_normalizer
+    from src.train import TrainConfig, fit_heads, sample_weights
     from utils.hands import HAND_FEATURES
 
     settings = get_settings()
+    heads = args.heads or settings.head_ensemble
     plans: list[tuple[str, str, object, list[Sample]]] = []
     for root in list_datasets(settings.data_dir / "raw"):
         plans.append((root.name, "group", group_split, list_samples(root)))
@@ -94,18 +96,10 @@ def main() -> int:
                 y = np.concatenate([[CLASS_NAMES.index(s.label)] * feats[s.key].shape[0] for s in train_s])
                 xv = np.stack([feats[s.key][0] for s in val_s])
                 yv = np.array([CLASS_NAMES.index(s.label) for s in val_s])
-                head = build_head(x.shape[1], normalizer=feature_normalizer(x) if arch.uses_hands else None)
-                head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-                stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
-                head.fit(
-                    x,
-                    y,
-                    validation_data=(xv, yv),
-                    epochs=args.epochs,
-                    batch_size=256,
-                    verbose=0,
-                    class_weight=class_weights(y),
-                    callbacks=[stop],
+                normalizer = feature_normalizer(x) if arch.uses_hands else None
+                config = TrainConfig(epochs=args.epochs, seed=100 * seed)
+                head, _ = fit_heads(
+                    x, y, sample_weights(y, np.zeros(len(y), bool), 1.0), (xv, yv), config, heads, normalizer
                 )
                 report = classification_report(yv, head.predict(xv, verbose=0).argmax(1), CLASS_NAMES)
                 rows["accuracy"].append(report["accuracy"])

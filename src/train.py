@@ -157,6 +157,39 @@ def sample_weights(y: np.ndarray, is_user: np.ndarray, user_weight: float) -> np
     return np.array([per_class[int(c)] for c in y]) * np.where(is_user, user_weight, 1.0)
 
 
+def fit_heads(x, y, weights, validation, config: TrainConfig, n_heads: int, normalizer=None):
+    """`n_heads` dense heads (seeds config.seed, +1, ...) with early stopping on `validation`,
+    averaged into one; returns the head and the first member's history."""
+    import keras
+
+    from src.model import build_head, ensemble
+
+    heads, history = [], {}
+    for member_seed in range(config.seed, config.seed + n_heads):
+        keras.utils.set_random_seed(member_seed)
+        member = build_head(x.shape[1], normalizer=normalizer)
+        member.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
+        fit = member.fit(
+            x,
+            y,
+            validation_data=validation,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            sample_weight=weights,
+            callbacks=[stop],
+            verbose=0,
+            shuffle=True,
+        )
+        heads.append(member)
+        history = history or {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    return ensemble(heads), history
+
+
 def train(
     settings: Settings,
     config: TrainConfig,
@@ -172,7 +205,7 @@ def train(
     import tensorflow as tf
 
     from src.features import feature_extractor
-    from src.model import assemble, build_head, ensemble, export_tflite, feature_normalizer
+    from src.model import assemble, export_tflite, feature_normalizer
 
     keras.utils.set_random_seed(config.seed)
     timings: dict[str, float] = {}
@@ -199,30 +232,7 @@ def train(
     is_user = np.repeat([s.dataset == USER_DATASET for s in train_s], 1 + config.aug_copies)
     weights = sample_weights(y_train, is_user, settings.user_sample_weight)
     normalizer = feature_normalizer(x_train) if arch.uses_hands else None
-    heads, history = [], {}
-    for member_seed in range(config.seed, config.seed + settings.head_ensemble):
-        keras.utils.set_random_seed(member_seed)
-        member = build_head(x_train.shape[1], normalizer=normalizer)
-        member.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
-        fit = member.fit(
-            x_train,
-            y_train,
-            validation_data=(x_val, y_val),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            sample_weight=weights,
-            callbacks=[stop],
-            verbose=0,
-            shuffle=True,
-        )
-        heads.append(member)
-        history = history or {k: [float(v) for v in vs] for k, vs in fit.history.items()}  # the first member's
-    head = ensemble(heads)
+    head, history = fit_heads(x_train, y_train, weights, (x_val, y_val), config, settings.head_ensemble, normalizer)
     model = assemble(backbone, head, hand_features=arch.as_dict().get("hand_features", 0))
     timings["head_s"] = time.perf_counter() - t0
 
