@@ -106,8 +106,10 @@ def test_deploy_only_from_main_over_ssh_and_waits_on_health(workflow: dict, open
     assert "scp docker-compose.deploy.yml" in runs
     assert "compose pull" in runs and "compose up -d" in runs
     assert "StrictHostKeyChecking yes" in runs, "the host key comes from a secret, not trust on first use"
-    # It waits on the public Streamlit endpoint and on an endpoint the backend really serves.
-    assert "https://127.0.0.1:8501/_stcore/health" in runs
+    # It waits on the public HTTPS entrypoint (by the name its certificate carries) and on an
+    # endpoint the backend really serves; it copies the proxy's configuration the deploy file mounts.
+    assert '--resolve "$site:443:127.0.0.1" "https://$site/api/health"' in runs
+    assert "tar -czf - monitoring proxy" in runs
     backend = re.findall(r"http://127\.0\.0\.1:8000(/[\w/-]*)", runs)
     assert backend and all(path in openapi_paths for path in backend)
     assert job["env"]["TAG"] == workflow["jobs"]["build-and-push"]["env"]["TAG"]
