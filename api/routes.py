@@ -127,6 +127,7 @@ def predict(
         probabilities=result.probabilities,
         model_version=result.model_version,
         latency_ms=round(result.latency_ms, 3),
+        hand=result.hand,
         image_sha256=image.sha256,
         predictions_since_retrain=since,
         retrain_threshold=settings.retrain_threshold,

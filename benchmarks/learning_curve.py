@@ -154,7 +154,6 @@ def plot(rows: list[dict], png: Path, title: str) -> Path:
 
 def offline(feed_photos: list[Photo], test_photos: list[Photo], weights: list[float], fed: list[int], aug: int) -> list:
     """User-weight sweep with src.train directly (same split, guard and features as the DAG)."""
-    import numpy as np
 
     from inference.model_holder import load_model_dir
     from src.data import Sample, file_sha, list_datasets, list_samples
@@ -198,7 +197,7 @@ def offline(feed_photos: list[Photo], test_photos: list[Photo], weights: list[fl
             model = load_model_dir(result.model_dir, source="offline")
 
             def score(photos) -> float:
-                probs = model.run(np.stack([model.prepare(p.path.read_bytes()) for p in photos]))  # noqa: B023
+                probs = model.run_inputs([model.prepare(p.path.read_bytes()) for p in photos])  # noqa: B023
                 return round(float((probs.argmax(1) == [CLASS_NAMES.index(p.label) for p in photos]).mean()), 4)
 
             row = {
@@ -267,13 +266,18 @@ def main() -> int:
     }
     backend = None
     try:
-        subprocess.run(  # the first champion, as `make up` trains it
+        from Database_connection.db import migrate
+
+        migrate(db_url)  # as `make up` does before anything else
+        first = subprocess.run(  # the first champion, as `make up` trains it
             [sys.executable, "-m", "src.pipeline", "all", "--if-no-champion"],
             env={**os.environ, **env},
             cwd=ROOT,
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if first.returncode != 0:
+            raise RuntimeError(f"the first champion failed:\n{first.stderr[-3000:]}")
         print(f"stack + first champion: {time.monotonic() - t0:.0f}s")
         backend = start("backend", [sys.executable, "main.py"], env, run_dir / "logs")
         wait_http(f"{url}/ready", 120, backend)

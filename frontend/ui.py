@@ -153,13 +153,31 @@ def probability_chart(probabilities: dict[str, float], predicted: str) -> alt.Ch
     return (bars + labels).properties(height=130)
 
 
+def with_hand(image: bytes, hand: dict, label: str):
+    """The uploaded image (RGB array) with the backend's hand box and landmarks drawn on it."""
+    import cv2
+    import numpy as np
+
+    from inference.overlay import CLASS_COLORS, draw_hand
+
+    bgr = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        return image
+    return cv2.cvtColor(draw_hand(bgr, hand, CLASS_COLORS.get(label, (160, 160, 160))), cv2.COLOR_BGR2RGB)
+
+
 def prediction_card(state: dict[str, Any], slot: str, image: bytes | None = None) -> None:
     """Class, confidence and probabilities (next to the image when given); then feedback."""
     result = state["result"]
     label = result["label"]
+    hand = result.get("hand")
     if image is not None:
         left, right = st.columns([1, 1.25], gap="large")
-        left.image(image, width="stretch")
+        left.image(with_hand(image, hand, label) if hand else image, width="stretch")
+        if hand and not hand.get("found"):
+            left.caption("No hand found: the whole image was classified.")
+        elif hand:
+            left.caption(f"Hand found ({hand['source']}, presence {hand['presence']:.0%}).")
     else:
         right = st.container()
     with right:

@@ -46,6 +46,7 @@ class TrainConfig:
     fine_tune_lr: float = 1e-4
     max_per_dataset: int = 0
     datasets: list[str] = field(default_factory=list)
+    feature_set: str = ""  # empty: FEATURE_SET from the settings
 
 
 @dataclass
@@ -170,27 +171,28 @@ def train(
     import keras
     import tensorflow as tf
 
-    from src.features import FeatureExtractor
-    from src.model import assemble, build_backbone, build_head, export_tflite
+    from src.features import feature_extractor
+    from src.model import assemble, build_head, export_tflite, feature_normalizer
 
     keras.utils.set_random_seed(config.seed)
     timings: dict[str, float] = {}
-    arch = Architecture.from_settings(settings)
+    arch = Architecture.from_settings(settings, config.feature_set or None)
+    if arch.uses_hands and config.fine_tune_epochs:
+        raise ValueError("fine-tuning is implemented for the `mobilenet` feature set only")
     train_s, val_s = splits or assemble_samples(settings, config)
     check_trainable(train_s + val_s, settings, forbidden_keys(settings) if forbidden is None else forbidden)
     log.info("train %s | val %s", describe(train_s), describe(val_s))
 
     t0 = time.perf_counter()
-    backbone = build_backbone(arch)
-    cache = settings.artifacts_dir / "feature_cache" / arch.tag
-    extractor = FeatureExtractor(backbone, arch.input_size, arch.backbone, cache)
+    extractor = feature_extractor(settings, arch)
+    backbone = extractor.backbone_model
     x_train, y_train, _ = _features(extractor, train_s, config.aug_copies)
     x_val, y_val, _ = _features(extractor, val_s, 0)
     timings["features_s"] = time.perf_counter() - t0
     log.info("features: %d computed, %d cached", extractor.stats.computed, extractor.stats.cached)
 
     t0 = time.perf_counter()
-    head = build_head(x_train.shape[1])
+    head = build_head(x_train.shape[1], normalizer=feature_normalizer(x_train) if arch.uses_hands else None)
     head.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -210,7 +212,7 @@ def train(
         shuffle=True,
     )
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    model = assemble(backbone, head)
+    model = assemble(backbone, head, hand_features=arch.as_dict().get("hand_features", 0))
     timings["head_s"] = time.perf_counter() - t0
 
     if config.fine_tune_epochs:
@@ -340,6 +342,9 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]
     p.add_argument("--val-fraction", type=float, default=c.val_fraction)
     p.add_argument("--max-per-dataset", type=int, default=0, help="subsample for quick runs (0 = all)")
     p.add_argument("--datasets", nargs="*", default=[], help="dataset folder names under Data/raw (default all)")
+    p.add_argument(
+        "--feature-set", choices=["mobilenet", "mobilenet+hand"], default="", help="default: FEATURE_SET setting"
+    )
     p.add_argument("--no-publish", action="store_true", help="do not point artifacts/model at the result")
     p.add_argument("--if-missing", action="store_true", help="do nothing when artifacts/model already exists")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow even if MLFLOW_TRACKING_URI is set")
@@ -354,6 +359,7 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]
         val_fraction=args.val_fraction,
         max_per_dataset=args.max_per_dataset,
         datasets=args.datasets,
+        feature_set=args.feature_set,
     )
     return config, args
 

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # A champion that failed to download or load is retried after this delay, doubling up to the max.
     model_retry_initial_s: float = Field(default=5.0, gt=0)
     model_retry_max_s: float = Field(default=300.0, gt=0)
+    # What the head sees: `mobilenet` (whole image) or `mobilenet+hand` (MediaPipe hand crop +
+    # landmark features). A model directory's metadata records its own; this picks what trains.
+    feature_set: Literal["mobilenet", "mobilenet+hand"] = "mobilenet+hand"
+    # MediaPipe Hands models (palm detector + landmarks) from npm, fetched by
+    # `python -m utils.hand_models fetch`; 0 = lite models (faster), 1 = full, as MediaPipe names it.
+    hand_models_dir: Path = PROJECT_ROOT / "artifacts" / "hand_models"
+    hand_model_complexity: Literal[0, 1] = 1
 
     # Data
     data_dir: Path = PROJECT_ROOT / "Data"

@@ -20,6 +20,9 @@ DOCKERFILES = {
     "airflow": ROOT / "airflow" / "Dockerfile",
     "mlflow": ROOT / "mlflow" / "Dockerfile",
 }
+# The shared base the five build FROM, and the local stand-ins for upstream images.
+BASE_DOCKERFILE = ROOT / "Dockerfile.base"
+STANDIN_DOCKERFILES = sorted((ROOT / "scripts" / "standin").glob("Dockerfile.*"))
 COMPOSE_LOCAL = ROOT / "docker-compose.yml"
 COMPOSE_BUILD = ROOT / "docker-compose.build.yml"
 COMPOSE_DEPLOY = ROOT / "docker-compose.deploy.yml"
@@ -125,13 +128,6 @@ def copy_sources(instruction: Instruction) -> tuple[list[str], str, dict[str, st
         key, _, value = words.pop(0)[2:].partition("=")
         flags[key] = value
     return words[:-1], words[-1], flags
-
-
-def shared_base(text: str) -> str:
-    """The block between the shared-base markers, which every Dockerfile repeats verbatim."""
-    match = re.search(r"^# ---- shared base.*?^# ---- end of shared base ----$", text, re.M | re.S)
-    assert match, "no shared-base block"
-    return match.group(0)
 
 
 # ---------------------------------------------------------------- .dockerignore

@@ -24,11 +24,12 @@ STACK = {
     "grafana": [3000],
     "trainer": [],
 }
-LOCAL_ONLY = {"minio": [9000, 9001], "minio-init": []}
+# `base` is built, never run: the shared Python environment the five images build FROM.
+LOCAL_ONLY = {"minio": [9000, 9001], "minio-init": [], "base": []}
 # The deployed stack's HTTPS entrypoint and its start-up check of the host's secrets
 # (tests/delivery/test_deploy_security.py checks them).
 DEPLOY_ONLY = {"proxy": [80, 443], "secrets-check": []}
-ONE_SHOT = {"airflow-init", "minio-init", "trainer", "secrets-check"}
+ONE_SHOT = {"airflow-init", "minio-init", "trainer", "secrets-check", "base"}
 STATEFUL = {
     "postgres": "/var/lib/postgresql/data",
     "minio": "/data",
@@ -201,7 +202,8 @@ def test_deploy_secrets_are_required_with_a_message() -> None:
             assert ref.op == ":?" and ref.arg.strip(), f"${{{ref.name}}}: say what to set"
         if SECRET.search(ref.name):
             assert ref.required, f"{ref.name} is a secret: it must be required, never defaulted"
-    for name in ("REGISTRY", "IMAGE_PREFIX", "TAG", "ADMIN_TOKEN", "POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET"):
+    required = ("REGISTRY", "IMAGE_PREFIX", "BACKEND_DIGEST", "ADMIN_TOKEN", "POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET")
+    for name in required:
         assert any(r.name == name and r.required for r in refs), name
 
 
@@ -215,7 +217,8 @@ def test_no_secret_value_is_written_in_a_compose_file() -> None:
 
 
 def _project_services(doc: dict) -> dict[str, dict]:
-    return {n: s for n, s in doc["services"].items() if "IMAGE_PREFIX" in s.get("image", "")}
+    """The services that run one of the five project images (not the build-only base)."""
+    return {n: s for n, s in doc["services"].items() if "IMAGE_PREFIX" in s.get("image", "") and n != "base"}
 
 
 @pytest.mark.parametrize("path", [specs.COMPOSE_LOCAL, specs.COMPOSE_DEPLOY], ids=lambda p: p.name)
@@ -238,7 +241,7 @@ def test_project_containers_get_settings_names(
 
 
 def _dockerfile_of(service: dict, dockerfiles: dict[str, specs.Dockerfile]) -> specs.Dockerfile:
-    found = [df for name, df in dockerfiles.items() if f"-{name}:" in service["image"]]
+    found = [df for name, df in dockerfiles.items() if re.search(rf"-{name}[:@]", service["image"])]
     assert len(found) == 1, f"{service['image']} is none of the images docker-compose.build.yml builds"
     return found[0]
 
@@ -276,13 +279,22 @@ def test_build_tags_every_image_as_deploy_pulls_it(build: dict, local: dict, dep
     built = {}
     for name, service in build["services"].items():
         image = specs.strip_interpolation(service["image"])
+        if name == "base":
+            assert image == "${REGISTRY}/${IMAGE_PREFIX}-base:${BASE_TAG}"
+            assert service["build"]["dockerfile"] == "Dockerfile.base"
+            continue
         assert image == f"${{REGISTRY}}/${{IMAGE_PREFIX}}-{name}:${{TAG}}", name
         built[image] = service["build"]["dockerfile"]
     assert set(built.values()) == {str(p.relative_to(specs.ROOT)) for p in specs.DOCKERFILES.values()}
-    pulled = {specs.strip_interpolation(s["image"]) for s in _project_services(deploy).values()}
-    assert pulled == set(built)
-    for service in _project_services(deploy).values():
+    # The deploy file pulls the same repositories, by the digest CI recorded after the push.
+    pulled = {}
+    for name, service in _project_services(deploy).items():
+        repo, _, digest = specs.strip_interpolation(service["image"]).partition("@")
+        expected = f"${{{name.split('-')[0].upper()}_DIGEST}}"
+        assert digest == expected, f"{name}: {service['image']} is not pulled by digest"
+        pulled[repo] = name
         assert "build" not in service
+    assert set(pulled) == {image.removesuffix(":${TAG}") for image in built}
     # The local file builds each image from the same Dockerfile, under the same name pattern.
     for name, service in _project_services(local).items():
         image = specs.strip_interpolation(service["image"])
@@ -290,6 +302,20 @@ def test_build_tags_every_image_as_deploy_pulls_it(build: dict, local: dict, dep
         if "build" in service:
             assert service["build"]["dockerfile"] == built[image], name
             assert service["build"]["context"] == "."
+
+
+def test_every_image_builds_from_the_shared_base(build: dict, local: dict) -> None:
+    """BASE_IMAGE names the base image each file builds first (Dockerfile.base)."""
+    base = {
+        "docker-compose.build.yml": "${REGISTRY}/${IMAGE_PREFIX}-base:${BASE_TAG}",
+        "docker-compose.yml": "${REGISTRY}/${IMAGE_PREFIX}-base:${BASE_TAG}",
+    }
+    for label, doc in (("docker-compose.build.yml", build), ("docker-compose.yml", local)):
+        assert specs.strip_interpolation(doc["services"]["base"]["image"]) == base[label]
+        for name, service in doc["services"].items():
+            if "build" in service and name != "base":
+                arg = service["build"].get("args", {}).get("BASE_IMAGE")
+                assert arg and specs.strip_interpolation(arg) == base[label], f"{label}: {name}"
 
 
 def test_weights_build_arguments_reach_the_images_that_use_them(build: dict, local: dict) -> None:

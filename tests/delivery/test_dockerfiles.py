@@ -16,24 +16,43 @@ WITH_WEIGHTS = ["backend", "trainer", "airflow"]
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE", re.I)
 
 
-def test_every_dockerfile_in_the_repository_is_one_of_the_five() -> None:
+def test_every_dockerfile_in_the_repository_is_known() -> None:
+    """The five images, the shared base they build FROM, and the local stand-ins."""
     skip = {".venv", ".git", ".run", "node_modules", "Data", "artifacts", "test-artifacts", "__pycache__"}
     found = set()
     for folder, dirs, files in os.walk(specs.ROOT):
         dirs[:] = [d for d in dirs if d not in skip]
         found |= {Path(folder, f) for f in files if f.startswith("Dockerfile") and not f.endswith(".dockerignore")}
-    assert found == set(specs.DOCKERFILES.values())
+    assert specs.STANDIN_DOCKERFILES
+    assert found == {*specs.DOCKERFILES.values(), specs.BASE_DOCKERFILE, *specs.STANDIN_DOCKERFILES}
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_base_images_are_pinned(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+def test_images_build_from_the_shared_base_only(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
     df = dockerfiles[name]
+    assert df.global_args.get("BASE_IMAGE") == "localhost/rps-base:dev"
+    assert df.stages[0].base == "${BASE_IMAGE}"
     stage_names = {s.name for s in df.stages}
+    for stage in df.stages[1:]:
+        assert stage.base in stage_names or stage.base.startswith("weights-${"), f"{df.path}: FROM {stage.base}"
+    # The environment is the base's: no image installs Python packages of its own.
     for stage in df.stages:
-        if stage.base in stage_names or stage.base.startswith("weights-${"):
-            continue
-        tag = stage.base.partition(":")[2]
-        assert tag and tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), f"{df.path}: unpinned base {stage.base}"
+        assert not any("pip install" in i.args for i in stage.all("RUN")), f"{df.path}: pip install"
+
+
+def test_base_installs_the_pinned_environment_on_the_upstream_python_image() -> None:
+    """Every third-party FROM is a build argument defaulting to the real, pinned upstream image."""
+    df = specs.parse_dockerfile(specs.BASE_DOCKERFILE)
+    assert df.global_args == {"PYTHON_IMAGE": "python:3.11.7-slim-bookworm"}
+    assert [s.base for s in df.stages] == ["${PYTHON_IMAGE}"]
+    runs = " ".join(i.args for i in df.final.all("RUN"))
+    pins = "-r /tmp/requirements/requirements.txt -c /tmp/requirements/constraints.txt"
+    assert f"pip install --no-cache-dir {pins}" in runs
+    assert "pip check" in runs
+    assert specs.read_ignore(specs.ignore_file_for(specs.BASE_DOCKERFILE)).excluded(".env")
+    for path in specs.STANDIN_DOCKERFILES:
+        standin = specs.parse_dockerfile(path)
+        assert [s.base for s in standin.stages] == ["${STANDIN_DEBIAN}"], path
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -45,15 +64,6 @@ def test_runs_as_a_non_root_user_with_a_healthcheck(name: str, dockerfiles: dict
     assert user not in ("root", "0"), f"{name}: runs as root"
     assert final.all("HEALTHCHECK"), f"{name}: no HEALTHCHECK"
     assert "NONE" not in final.all("HEALTHCHECK")[-1].args.split()
-
-
-def test_every_image_shares_one_base_installed_from_requirements_and_constraints() -> None:
-    """Identical base stages mean identical layers: five images, one copy of the environment."""
-    bases = {name: specs.shared_base(path.read_text()) for name, path in specs.DOCKERFILES.items()}
-    first = bases["backend"]
-    assert all(b == first for b in bases.values()), [n for n, b in bases.items() if b != first]
-    assert "pip install --no-cache-dir -r requirements.txt -c constraints.txt" in first
-    assert "pip check" in first
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -142,7 +152,7 @@ def test_entrypoint_scripts_exist_and_are_executable(name: str, dockerfiles: dic
 # What each image starts, for the import check below (the frontend's pages load by path).
 ENTRY_FILES = {
     "backend": ["main.py"],
-    "trainer": ["src/train.py", "src/evaluate.py", "src/data.py"],
+    "trainer": ["src/train.py", "src/evaluate.py", "src/data.py", "src/pipeline.py", "Database_connection/__main__.py"],
     "streamlit": ["frontend/**/*.py"],
     "airflow": ["airflow/dags/*.py", "src/pipeline.py", "scripts/env_export.py", "scripts/ensure_service_db.py"],
     "mlflow": ["scripts/env_export.py", "scripts/ensure_service_db.py"],

