@@ -106,7 +106,9 @@ class LoadedModel:
     def decode(self, data: bytes, **limits: int) -> DecodedImage:
         """Validate and decode an upload at no more resolution than this model needs: the hand
         stage crops a hand out of the frame, so hand-aware models keep 4x the input side."""
-        side = self.input_size * (4 if self.hands is not None else 1)
+        from utils.hands import DECODE_FACTOR
+
+        side = self.input_size * (DECODE_FACTOR if self.hands is not None else 1)
         return decode_image(data, target_side=side, **limits)
 
     def prepare(self, source: bytes | np.ndarray, **limits: int) -> ModelInput:
@@ -116,7 +118,7 @@ class LoadedModel:
             return ModelInput(preprocess_image(source, self.input_size, self.backbone, **limits))
         from utils.hands import hand_inputs
 
-        bgr = decode_image(source, **limits).bgr if isinstance(source, bytes | bytearray) else source
+        bgr = self.decode(bytes(source), **limits).bgr if isinstance(source, bytes | bytearray) else source
         found = hand_inputs(bgr, self.hands, self.input_size, self.backbone)
         return ModelInput(found.image, found.features, found.hand)
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from src.augment import augment
-from utils.hands import HandDetector, hand_inputs
+from utils.hands import DECODE_FACTOR, HandDetector, hand_inputs
 from utils.images import backbone_preprocess, decode_image, preprocess_image, to_rgb_resized
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def training_inputs(
     """(image tensor, landmark features or None): what serving's `LoadedModel.prepare` gives."""
     if hands is None:
         return training_tensor(data, size, backbone), None
-    found = hand_inputs(decode_image(data).bgr, hands, size, backbone)
+    found = hand_inputs(decode_image(data, target_side=size * DECODE_FACTOR).bgr, hands, size, backbone)
     return found.image, found.features
 
 
@@ -54,7 +54,7 @@ def augmented_inputs(
     """Augmented copies; with hands, each copy of the full image goes through the hand stage."""
     if hands is None:
         return [(t, None) for t in augmented_tensors(data, size, backbone, copies, sha)]
-    rgb = cv2.cvtColor(decode_image(data).bgr, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(decode_image(data, target_side=size * DECODE_FACTOR).bgr, cv2.COLOR_BGR2RGB)
     rng = np.random.default_rng(zlib.crc32(sha.encode()))
     out = []
     for _ in range(copies):

@@ -104,6 +104,20 @@ def build_head(n_features: int, dropout: float = 0.3, units: int = 128, normaliz
     return keras.Model(inputs, outputs, name="head")
 
 
+def ensemble(heads: list):
+    """One head averaging the probabilities of several trained with different seeds: a retrain
+    then differs from its champion by its data more than by the luck of one initialisation."""
+    import keras
+
+    if len(heads) == 1:
+        return heads[0]
+    for i, h in enumerate(heads):
+        h.name = f"head_{i}"
+    inputs = keras.Input(heads[0].input_shape[1:], name="features")
+    outputs = keras.layers.Average(name="probabilities")([h(inputs) for h in heads])
+    return keras.Model(inputs, outputs, name="head")
+
+
 def assemble(backbone, head, hand_features: int = 0):
     """Backbone + head as one model taking preprocessed images (and, for `mobilenet+hand`,
     the landmark features, concatenated after the backbone's pooled features)."""

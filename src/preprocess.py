@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 
 from src.extract import read_manifest
+from utils.hands import DECODE_FACTOR
 from utils.images import ImageRejected, blur_score, decode_image, sha256_hex, to_rgb_resized
 from utils.settings import Settings
 
@@ -62,7 +63,9 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
         src = labelled / rec["path"]
         base = {k: rec[k] for k in ("sha256", "label", "split", "source", "dataset", "group")}
         try:
-            bgr = decode_image(src.read_bytes(), max_pixels=settings.max_image_pixels).bgr
+            # the resolution serving decodes at (LoadedModel.decode), so the hand stage sees the same frame
+            side = settings.image_size * (DECODE_FACTOR if settings.feature_set == "mobilenet+hand" else 1)
+            bgr = decode_image(src.read_bytes(), max_pixels=settings.max_image_pixels, target_side=side).bgr
         except ImageRejected as exc:
             dropped[exc.code] += 1
             rows.append({**base, "processed_sha256": "", "blur": "", "status": exc.code, "path": ""})

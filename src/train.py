@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -172,13 +172,17 @@ def train(
     import tensorflow as tf
 
     from src.features import feature_extractor
-    from src.model import assemble, build_head, export_tflite, feature_normalizer
+    from src.model import assemble, build_head, ensemble, export_tflite, feature_normalizer
 
     keras.utils.set_random_seed(config.seed)
     timings: dict[str, float] = {}
     arch = Architecture.from_settings(settings, config.feature_set or None)
     if arch.uses_hands and config.fine_tune_epochs:
         raise ValueError("fine-tuning is implemented for the `mobilenet` feature set only")
+    if arch.uses_hands and config.aug_copies > settings.hand_aug_copies:
+        # each augmented copy runs the whole hand stage (palm + landmarks): HAND_AUG_COPIES caps it
+        log.info("mobilenet+hand: %d augmented copies (HAND_AUG_COPIES)", settings.hand_aug_copies)
+        config = replace(config, aug_copies=settings.hand_aug_copies)
     train_s, val_s = splits or assemble_samples(settings, config)
     check_trainable(train_s + val_s, settings, forbidden_keys(settings) if forbidden is None else forbidden)
     log.info("train %s | val %s", describe(train_s), describe(val_s))
@@ -192,26 +196,33 @@ def train(
     log.info("features: %d computed, %d cached", extractor.stats.computed, extractor.stats.cached)
 
     t0 = time.perf_counter()
-    head = build_head(x_train.shape[1], normalizer=feature_normalizer(x_train) if arch.uses_hands else None)
-    head.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
     is_user = np.repeat([s.dataset == USER_DATASET for s in train_s], 1 + config.aug_copies)
-    fit = head.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        sample_weight=sample_weights(y_train, is_user, settings.user_sample_weight),
-        callbacks=[stop],
-        verbose=0,
-        shuffle=True,
-    )
-    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    weights = sample_weights(y_train, is_user, settings.user_sample_weight)
+    normalizer = feature_normalizer(x_train) if arch.uses_hands else None
+    heads, history = [], {}
+    for member_seed in range(config.seed, config.seed + settings.head_ensemble):
+        keras.utils.set_random_seed(member_seed)
+        member = build_head(x_train.shape[1], normalizer=normalizer)
+        member.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
+        fit = member.fit(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            sample_weight=weights,
+            callbacks=[stop],
+            verbose=0,
+            shuffle=True,
+        )
+        heads.append(member)
+        history = history or {k: [float(v) for v in vs] for k, vs in fit.history.items()}  # the first member's
+    head = ensemble(heads)
     model = assemble(backbone, head, hand_features=arch.as_dict().get("hand_features", 0))
     timings["head_s"] = time.perf_counter() - t0
 
@@ -266,6 +277,7 @@ def train(
         "metrics": {k: report[k] for k in ("accuracy", "macro_f1", "val_loss", "per_class", "per_dataset", "n")},
         "params": params,
         "training_set_digest": digest,
+        "head_ensemble": settings.head_ensemble,
         "tensorflow": tf.__version__,
     }
     (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))

@@ -53,7 +53,10 @@ ANCHOR_OPTIONS: dict[str, Any] = {
 ROI_SCALE, ROI_SHIFT_Y = 2.6, -0.5
 
 # Bump when anything above changes what the stage outputs: feature caches are keyed by it.
-HAND_STAGE_VERSION = 3
+HAND_STAGE_VERSION = 5
+# Frames are decoded at up to this many times the classifier's input side (a JPEG's reduced-scale
+# decode): the hand stage cuts a small hand out of the frame, so it needs more pixels than 224.
+DECODE_FACTOR = 4
 TIPS = (4, 8, 12, 16, 20)
 FINGERS = ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (0, 9, 10, 11, 12), (0, 13, 14, 15, 16), (0, 17, 18, 19, 20))
 # flags (found, presence) + 21 x (x, y, z) + 15 fingertip distances + 15 joint angles

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # `python -m utils.hand_models fetch`; 0 = lite models (faster), 1 = full, as MediaPipe names it.
     hand_models_dir: Path = PROJECT_ROOT / "artifacts" / "hand_models"
     hand_model_complexity: Literal[0, 1] = 1
+    # Augmented copies per training image for `mobilenet+hand` (each runs the hand stage; the
+    # landmark features are already position-, scale- and roll-normalised). Caps --aug-copies.
+    hand_aug_copies: int = Field(default=0, ge=0)
 
     # Data
     data_dir: Path = PROJECT_ROOT / "Data"
@@ -128,6 +131,8 @@ class Settings(BaseSettings):
     user_holdout_fraction: float = Field(default=0.2, ge=0.0, le=0.5)
     # A user-labelled image counts this many times in the loss (see README, "Corrections").
     user_sample_weight: float = Field(default=4.0, ge=1.0, le=100.0)
+    # Dense heads trained with different seeds and averaged into one (src/model.py: ensemble).
+    head_ensemble: int = Field(default=3, ge=1, le=10)
     # The gate rejects a challenger that a one-sided exact McNemar test finds worse at this level.
     gate_alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     retrain_retry_initial_s: float = 2.0

@@ -193,6 +193,15 @@ def test_system_page_folds_long_retrain_histories(page, fake_backend):
     assert "Last error: boom" in texts(at.caption)
 
 
+def test_system_page_says_why_a_retrain_was_skipped(page, fake_backend):
+    reason = "the training set is identical to champion v3's (digest 0123456789ab)"
+    fake_backend.retrains = [{"id": 4, "state": "skipped", "skip_reason": reason, "data_version": "abc"}]
+    at = page("views/system.py").run()
+    assert_no_exception(at)
+    assert "⏭️ skipped (no new training data)" in texts(at.markdown)
+    assert f"Skipped: {reason}" in texts(at.caption)
+
+
 def test_system_page_tolerates_a_backend_without_retrains(page, fake_backend):
     fake_backend.retrains = None
     at = page("views/system.py").run()

@@ -33,14 +33,15 @@ def test_processed_full_size_copy_gives_the_serving_hand_inputs(sample_images) -
     """With FEATURE_SET=mobilenet+hand the DAG keeps decoded pixels at full size (lossless PNG):
     the hand stage then sees exactly the frame serving saw, and MobileNet the same tensor."""
     from utils.hand_models import model_paths
-    from utils.hands import HandDetector, hand_inputs
+    from utils.hands import DECODE_FACTOR, HandDetector, hand_inputs
     from utils.settings import get_settings
 
     hands = HandDetector(*model_paths(get_settings().hand_models_dir, 1))
     for path in (sample_images["rock"][0], sample_images["paper"][5]):
         original = path.read_bytes()
-        processed = cv2.imencode(".png", decode_image(original).bgr)[1].tobytes()
-        served = hand_inputs(decode_image(original).bgr, hands, 224, "mobilenet")
+        frame = decode_image(original, target_side=224 * DECODE_FACTOR).bgr  # as LoadedModel.decode
+        processed = cv2.imencode(".png", frame)[1].tobytes()
+        served = hand_inputs(frame, hands, 224, "mobilenet")
         trained = hand_inputs(decode_image(processed).bgr, hands, 224, "mobilenet")
         np.testing.assert_array_equal(trained.image, served.image)
         np.testing.assert_array_equal(trained.features, served.features)
