@@ -155,3 +155,4 @@ def test_deploy_only_from_main_over_ssh_with_the_rollback_script(workflow: dict)
     script = (specs.ROOT / "scripts" / "deploy.sh").read_text()
     assert "up -d --pull missing" in script, "digests missing on the host are pulled"
     assert "rolling back" in script
+    assert "tar -czf - monitoring proxy" in runs, "the deploy file mounts proxy/Caddyfile"

@@ -177,7 +177,7 @@ def test_corrupt_model_version_keeps_the_old_model_serving(loop_stack: LoopStack
     from mlflow import MlflowClient
 
     loop = loop_stack
-    c = httpx.Client(base_url=loop.backend_url, timeout=60)
+    c = httpx.Client(base_url=loop.backend_url, timeout=60, headers=operator_headers())  # raw reload errors
     serving = c.get("/model").json()
     uri = loop.stack.env["MLFLOW_TRACKING_URI"]
     ml = MlflowClient(uri)
