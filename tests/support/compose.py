@@ -238,6 +238,8 @@ class ComposeProject:
                     subprocess.run(["docker", *args, *left[kind]], env=self.env, capture_output=True, timeout=300)
             if left["networks"]:
                 subprocess.run(["docker", "network", "rm", *left["networks"]], env=self.env, capture_output=True)
+            # Earlier builds of the images, untagged by this one (the base and the tagged images stay).
+            subprocess.run(["docker", "image", "prune", "-f"], env=self.env, capture_output=True, timeout=300)
         return left
 
 
