@@ -93,15 +93,42 @@ def get_prediction(conn: Connection, prediction_id: int) -> dict[str, Any] | Non
 
 
 def upsert_label(
-    conn: Connection, *, image_sha256: str, label: str, source: str, prediction_id: int | None = None
+    conn: Connection,
+    *,
+    image_sha256: str,
+    label: str,
+    source: str,
+    prediction_id: int | None = None,
+    review: str = "approved",
 ) -> None:
-    """The human-confirmed label of an image; a later answer replaces an earlier one."""
+    """The human-confirmed label of an image; a later answer replaces an earlier one, and
+    under the quarantine (`review='pending'`) needs approving again."""
     conn.execute(
-        "INSERT INTO labels (image_sha256, label, source, prediction_id) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO labels (image_sha256, label, source, prediction_id, review) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (image_sha256) DO UPDATE SET label = EXCLUDED.label, source = EXCLUDED.source,"
-        " prediction_id = EXCLUDED.prediction_id, updated_at = now()",
-        (image_sha256, label, source, prediction_id),
+        " prediction_id = EXCLUDED.prediction_id, review = EXCLUDED.review, reviewed_at = NULL,"
+        " updated_at = now()",
+        (image_sha256, label, source, prediction_id, review),
     )
+
+
+def labels_for_review(conn: Connection, review: str = "pending", limit: int = 50) -> list[dict[str, Any]]:
+    """Labels in one review state, oldest first, with the prediction they answered (if any)."""
+    return conn.execute(
+        "SELECT l.image_sha256, l.label, l.source, l.prediction_id, p.label AS predicted_label,"
+        " l.review, l.updated_at, l.reviewed_at FROM labels l LEFT JOIN predictions p ON p.id = l.prediction_id"
+        " WHERE l.review = %s ORDER BY l.updated_at, l.image_sha256 LIMIT %s",
+        (review, limit),
+    ).fetchall()
+
+
+def review_labels(conn: Connection, image_sha256s: list[str], decision: str) -> int:
+    """Approve or reject pending labels; returns how many changed (already-decided ones stay)."""
+    cur = conn.execute(
+        "UPDATE labels SET review = %s, reviewed_at = now() WHERE review = 'pending' AND image_sha256 = ANY(%s)",
+        (decision, image_sha256s),
+    )
+    return cur.rowcount
 
 
 def count_predictions_since_retrain(conn: Connection) -> int:
@@ -118,6 +145,7 @@ def stats(conn: Connection) -> dict[str, int]:
         " (SELECT count(*) FROM images) AS images,"
         " (SELECT count(*) FROM labels) AS labelled_images,"
         " (SELECT count(*) FROM labels WHERE source = 'feedback') AS feedback_labels,"
+        " (SELECT count(*) FROM labels WHERE review = 'pending') AS labels_awaiting_review,"
         " (SELECT count(*) FROM retrain_requests) AS retrain_requests"
     ).fetchone()
     return {k: int(v) for k, v in row.items()}
@@ -129,12 +157,14 @@ def labels_by_class(conn: Connection) -> dict[str, int]:
 
 
 def iter_labelled_images(conn: Connection, batch: int = 200) -> Iterator[dict[str, Any]]:
-    """Every image with a human-confirmed label, streamed so memory stays flat."""
+    """Every image with an approved human label (what training may use), streamed so memory
+    stays flat. Labels held by the quarantine (pending) or rejected by an operator are skipped."""
     with conn.cursor(name="labelled_images") as cur:
         cur.itersize = batch
         cur.execute(
             "SELECT i.sha256, i.content, i.format, l.label, l.source"
-            " FROM labels l JOIN images i ON i.sha256 = l.image_sha256 ORDER BY i.sha256"
+            " FROM labels l JOIN images i ON i.sha256 = l.image_sha256 WHERE l.review = 'approved'"
+            " ORDER BY i.sha256"
         )
         yield from cur
 

@@ -13,6 +13,7 @@ from api import metrics
 from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.model_sync import ModelSync, record_load
+from api.ratelimit import RateLimiter
 from api.retention import RetentionJob
 from api.retrain import RetrainDispatcher
 from api.routes import router
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.holder = ModelHolder(settings.max_concurrent_predictions, settings.prediction_queue_s)
+    app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
 
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)

@@ -12,19 +12,25 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api import metrics
+from api.auth import IsOperator, OperatorOnly
 from api.deps import AdminDep, ConnDep, HolderDep, ModelSyncDep, PoolDep, RetrainNotifierDep, SettingsDep
 from api.errors import ERROR_RESPONSES, APIError, ErrorBody
+from api.ratelimit import FeedbackLimit, PredictLimit, UploadLimit
 from api.schemas import (
     FeedbackRequest,
     FeedbackResponse,
     Health,
     Label,
+    LabelForReview,
     ModelInfo,
     PredictResponse,
     Ready,
     RecentPrediction,
     ReloadResponse,
     RetrainRequest,
+    Review,
+    ReviewDecision,
+    ReviewResult,
     Stats,
     UploadResponse,
 )
@@ -58,8 +64,19 @@ def counting_rejections() -> Iterator[None]:
         raise
 
 
+LIMITED = {429: {"model": ErrorBody, "description": "Too many requests from this client; see Retry-After"}}
+PRIVATE = {
+    401: {"model": ErrorBody, "description": "Operator login required"},
+    403: {"model": ErrorBody, "description": "Wrong operator login"},
+}
+
+
 @router.post(
-    "/predict", response_model=PredictResponse, responses=ERROR_RESPONSES | {503: {"model": ErrorBody}}, tags=["model"]
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERROR_RESPONSES | LIMITED | {503: {"model": ErrorBody}},
+    tags=["model"],
+    dependencies=[PredictLimit],
 )
 def predict(
     file: Annotated[UploadFile, File(description="A JPEG or PNG photo of one hand")],
@@ -110,20 +127,28 @@ def predict(
         probabilities=result.probabilities,
         model_version=result.model_version,
         latency_ms=round(result.latency_ms, 3),
+        hand=result.hand,
         image_sha256=image.sha256,
         predictions_since_retrain=since,
         retrain_threshold=settings.retrain_threshold,
     )
 
 
+def new_label_review(settings: Settings) -> Review:
+    """Anonymous labels wait for an operator when LABEL_QUARANTINE is on."""
+    return "pending" if settings.label_quarantine else "approved"
+
+
 @router.post(
     "/feedback",
     response_model=FeedbackResponse,
-    responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}} | LIMITED,
     tags=["labels"],
+    dependencies=[FeedbackLimit],
 )
-def feedback(body: FeedbackRequest, conn: ConnDep) -> FeedbackResponse:
+def feedback(body: FeedbackRequest, settings: SettingsDep, conn: ConnDep) -> FeedbackResponse:
     """Confirm or correct a prediction's label. Idempotent: the last answer wins."""
+    review = new_label_review(settings)
     with conn.transaction():
         prediction = repo.get_prediction(conn, body.prediction_id)
         if prediction is None:
@@ -134,6 +159,7 @@ def feedback(body: FeedbackRequest, conn: ConnDep) -> FeedbackResponse:
             label=body.label,
             source="feedback",
             prediction_id=body.prediction_id,
+            review=review,
         )
     correct = prediction["label"] == body.label
     metrics.FEEDBACK.labels(correct=str(correct).lower()).inc()
@@ -143,10 +169,17 @@ def feedback(body: FeedbackRequest, conn: ConnDep) -> FeedbackResponse:
         label=body.label,
         predicted_label=prediction["label"],
         correct=correct,
+        review=review,
     )
 
 
-@router.post("/upload", response_model=UploadResponse, responses=ERROR_RESPONSES, tags=["labels"])
+@router.post(
+    "/upload",
+    response_model=UploadResponse,
+    responses=ERROR_RESPONSES | LIMITED,
+    tags=["labels"],
+    dependencies=[UploadLimit],
+)
 def upload(
     file: Annotated[UploadFile, File(description="A JPEG or PNG photo of one hand")],
     label: Annotated[Label, Form(description="The gesture shown")],
@@ -155,6 +188,7 @@ def upload(
     pool: PoolDep,
 ) -> UploadResponse:
     """Ingest a labelled example without predicting."""
+    review = new_label_review(settings)
     with counting_rejections(), holder.slot():  # decoding is bounded like a prediction
         data = read_upload(file, settings)
         image = decode_image(
@@ -174,8 +208,8 @@ def upload(
             source="upload",
             original_name=file.filename,
         )
-        repo.upsert_label(conn, image_sha256=image.sha256, label=label, source="upload")
-    return UploadResponse(image_sha256=image.sha256, label=label, new_image=new)
+        repo.upsert_label(conn, image_sha256=image.sha256, label=label, source="upload", review=review)
+    return UploadResponse(image_sha256=image.sha256, label=label, new_image=new, review=review)
 
 
 @router.get("/health", response_model=Health, tags=["ops"])
@@ -199,9 +233,11 @@ def ready(holder: HolderDep, pool: PoolDep) -> Ready | JSONResponse:
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: {"model": ErrorBody}}, tags=["model"])
-def model_info(holder: HolderDep) -> ModelInfo:
-    """The served model: version, origin, load time, architecture, runtime, metrics."""
-    return ModelInfo(**holder.current.describe(), last_reload_error=holder.last_error)
+def model_info(holder: HolderDep, operator: IsOperator) -> ModelInfo:
+    """The served model: version, origin, load time, architecture, runtime, metrics. The last
+    reload's raw error only with the operator login."""
+    error = holder.last_error if operator or not holder.last_error else HIDDEN_ERROR
+    return ModelInfo(**holder.current.describe(), last_reload_error=error)
 
 
 @router.get("/stats", response_model=Stats, tags=["labels"])
@@ -219,9 +255,15 @@ def stats(settings: SettingsDep, conn: ConnDep) -> Stats:
     )
 
 
-@router.get("/predictions", response_model=list[RecentPrediction], tags=["labels"])
+@router.get(
+    "/predictions",
+    response_model=list[RecentPrediction],
+    responses=PRIVATE,
+    tags=["labels"],
+    dependencies=[OperatorOnly],
+)
 def recent(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[RecentPrediction]:
-    """The most recent predictions with their confirmed labels."""
+    """The most recent predictions with their confirmed labels (operators only: per-request history)."""
     return [
         RecentPrediction(**{**r, "image_sha256": r["image_sha256"].strip()})
         for r in repo.recent_predictions(conn, limit)
@@ -231,24 +273,33 @@ def recent(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> li
 @router.get(
     "/images/{sha256}",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: {"model": ErrorBody}},
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: {"model": ErrorBody}} | PRIVATE,
     tags=["labels"],
+    dependencies=[OperatorOnly],
 )
 def image(sha256: str, conn: ConnDep) -> Response:
-    """A stored image by its content hash (thumbnails in the UI)."""
+    """A stored image by its content hash (operators only: users' photos are private)."""
     row = repo.get_image(conn, sha256.lower())
     if row is None:
         raise APIError(404, "unknown_image", f"There is no image with hash {sha256}.")
     return Response(bytes(row["content"]), media_type=f"image/{row['format']}")
 
 
+HIDDEN_ERROR = "hidden: the operator login shows the error text"
+
+
 @router.get("/retrains", response_model=list[RetrainRequest], tags=["retraining"])
-def retrains(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[RetrainRequest]:
-    """Retrain requests, newest first: state, Airflow run, timings, data version, versions, gate."""
+def retrains(
+    conn: ConnDep, operator: IsOperator, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[RetrainRequest]:
+    """Retrain requests, newest first: state, Airflow run, timings, data version, versions, gate.
+    Raw error text (hosts, paths, tracebacks) only with the operator login."""
     out = []
     for r in repo.list_retrain_requests(conn, limit):
         finished, requested = r["finished_at"], r["requested_at"]
         duration = (finished - requested).total_seconds() if finished else None
+        if r["last_error"] and not operator:
+            r = {**r, "last_error": HIDDEN_ERROR}
         out.append(RetrainRequest(**r, duration_s=duration))
     return out
 
@@ -279,3 +330,33 @@ def admin_reload(_: AdminDep, sync: ModelSyncDep, holder: HolderDep) -> ReloadRe
         previous_version=previous.version if previous else None,
         source=model.source,
     )
+
+
+@router.get(
+    "/admin/labels",
+    response_model=list[LabelForReview],
+    responses=PRIVATE,
+    tags=["labels"],
+    dependencies=[OperatorOnly],
+)
+def labels_to_review(
+    conn: ConnDep, review: Review = "pending", limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[LabelForReview]:
+    """Labels in one review state, oldest first (the quarantine's queue by default)."""
+    return [
+        LabelForReview(**{**r, "image_sha256": r["image_sha256"].strip()})
+        for r in repo.labels_for_review(conn, review, limit)
+    ]
+
+
+@router.post(
+    "/admin/labels/review",
+    response_model=ReviewResult,
+    responses=PRIVATE,
+    tags=["labels"],
+    dependencies=[OperatorOnly],
+)
+def review_labels(body: ReviewDecision, conn: ConnDep) -> ReviewResult:
+    """Approve (training may use them) or reject pending labels."""
+    updated = repo.review_labels(conn, [s.lower() for s in body.image_sha256s], body.decision)
+    return ReviewResult(decision=body.decision, updated=updated)

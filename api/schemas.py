@@ -16,6 +16,18 @@ class Probabilities(BaseModel):
     scissors: float
 
 
+class HandResult(BaseModel):
+    """Where the hand stage found the hand, in the uploaded image's pixels."""
+
+    found: bool = Field(description="false: no hand was found; the whole image was classified")
+    source: Literal["palm", "rotation", "none"] = Field(
+        description="palm detector, the whole-image rotation search, or none"
+    )
+    presence: float = Field(ge=0, le=1)
+    box: list[list[float]] = Field(description="the (rotated) crop's 4 corners [x, y]")
+    landmarks: list[list[float]] = Field(description="21 MediaPipe hand landmarks [x, y]; empty when not found")
+
+
 class PredictResponse(BaseModel):
     prediction_id: int | None = Field(description="null when called with store=false")
     label: Label
@@ -23,6 +35,7 @@ class PredictResponse(BaseModel):
     probabilities: Probabilities
     model_version: str
     latency_ms: float = Field(description="milliseconds spent on decode + preprocessing + inference")
+    hand: HandResult | None = Field(default=None, description="null for models without the hand stage")
     image_sha256: str
     predictions_since_retrain: int | None = Field(description="null when called with store=false")
     retrain_threshold: int
@@ -33,18 +46,44 @@ class FeedbackRequest(BaseModel):
     label: Label
 
 
+Review = Literal["pending", "approved", "rejected"]
+
+
 class FeedbackResponse(BaseModel):
     prediction_id: int
     image_sha256: str
     label: Label
     predicted_label: Label
     correct: bool
+    review: Review = Field("approved", description="pending: held for an operator's approval before training")
 
 
 class UploadResponse(BaseModel):
     image_sha256: str
     label: Label
     new_image: bool
+    review: Review = Field("approved", description="pending: held for an operator's approval before training")
+
+
+class LabelForReview(BaseModel):
+    image_sha256: str
+    label: Label
+    source: str
+    prediction_id: int | None
+    predicted_label: Label | None
+    review: Review
+    updated_at: datetime
+    reviewed_at: datetime | None
+
+
+class ReviewDecision(BaseModel):
+    image_sha256s: list[str] = Field(min_length=1, max_length=500)
+    decision: Literal["approved", "rejected"]
+
+
+class ReviewResult(BaseModel):
+    decision: Literal["approved", "rejected"]
+    updated: int = Field(description="labels that were pending and now carry the decision")
 
 
 class Health(BaseModel):
@@ -62,6 +101,9 @@ class Architecture(BaseModel):
     alpha: float
     input_size: int
     weights: str
+    feature_set: Literal["mobilenet", "mobilenet+hand"] = "mobilenet"
+    hand_features: int | None = None
+    hand_model_complexity: int | None = None
 
 
 class ModelInfo(BaseModel):
@@ -71,6 +113,9 @@ class ModelInfo(BaseModel):
     loaded_at: datetime
     created_at: datetime | None
     architecture: Architecture
+    feature_set: Literal["mobilenet", "mobilenet+hand"] = Field(
+        default="mobilenet", description="what the head sees: the whole image, or the hand crop + landmarks"
+    )
     runtime: str
     class_names: list[str]
     metrics: dict[str, Any]
@@ -83,6 +128,7 @@ class Stats(BaseModel):
     images: int
     labelled_images: int
     feedback_labels: int
+    labels_awaiting_review: int = Field(0, description="labels held for an operator's approval (LABEL_QUARANTINE)")
     labels_by_class: dict[str, int]
     predictions_since_retrain: int
     retrain_threshold: int

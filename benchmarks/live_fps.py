@@ -235,6 +235,7 @@ def start_backend(model_dir: Path) -> tuple[str, subprocess.Popen, str]:
         "BACKEND_PORT": str(port),
         "MODEL_DIR": str(model_dir),
         "RETRAIN_THRESHOLD": str(10**9),
+        "RATE_LIMIT_PREVIEW": "0",
         "LOG_LEVEL": "WARNING",
         # serve exactly --model-dir and leave a running Airflow alone
         "MODEL_SOURCE": "local",

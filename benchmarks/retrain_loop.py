@@ -31,6 +31,7 @@ from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS  # noqa: E402
 from tests.retrain.conftest import make_workspace  # noqa: E402
 from tests.retrain.test_loop import DAG_ID, STAGES, _unique_png  # noqa: E402
 from tests.support import db as dbs  # noqa: E402
+from tests.support.auth import NO_RATE_LIMITS  # noqa: E402
 from tests.support.procs import free_port, start, wait_http, wait_until  # noqa: E402
 from tests.support.stack import AIRFLOW_BACKEND_USER, airflow_client, start_stack, wait_dag_run  # noqa: E402
 
@@ -74,6 +75,7 @@ def main() -> int:
         "DISPATCHER_POLL_S": "1",
         "MODEL_POLL_SECONDS": "2",
         "RETRAIN_THRESHOLD": "3",
+        **NO_RATE_LIMITS,
     }
     backend = start("backend", [sys.executable, "main.py"], env, run_dir / "logs")
     images = sorted((DATASETS / "roboflow-sxsw" / "rock").iterdir())

@@ -45,6 +45,7 @@ pages = [
     st.Page("views/camera.py", title="Webcam capture", icon=":material/photo_camera:"),
     st.Page("views/live.py", title="Live", icon=":material/videocam:"),
     st.Page("views/system.py", title="System", icon=":material/monitoring:"),
+    st.Page("views/review.py", title="Label review", icon=":material/fact_check:"),
 ]
 page = st.navigation(pages)
 with st.sidebar:

@@ -37,14 +37,29 @@ def _content_type(filename: str) -> str:
 class BackendClient:
     """Typed-enough access to the backend's HTTP API; one instance per browser session."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self.headers = dict(headers or {})
+
+    def with_headers(self, headers: dict[str, str]) -> BackendClient:
+        """A view that shares this client's connections and also sends `headers` (per browser
+        session: the visitor's address for the rate limits, the operator login)."""
+        return BackendClient(self.base_url, headers={**self.headers, **headers}, http=self._http)
 
     def close(self) -> None:
         self._http.close()
 
     def _request(self, method: str, path: str, *, allow_404: bool = False, **kwargs: Any) -> httpx.Response | None:
+        if self.headers:
+            kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -111,6 +126,14 @@ class BackendClient:
         response = self._request("GET", f"/images/{sha256}")
         assert response is not None
         return response.content
+
+    # Operators (OPERATOR_TOKEN in the session's headers)
+    def labels_for_review(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Labels the quarantine holds for approval, oldest first."""
+        return self._json("GET", "/admin/labels", params={"limit": limit})
+
+    def review_labels(self, image_sha256s: list[str], decision: str) -> dict[str, Any]:
+        return self._json("POST", "/admin/labels/review", json={"image_sha256s": image_sha256s, "decision": decision})
 
     # Ops
     def ready(self, timeout: float | None = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class LivePrediction:
     probabilities: dict[str, float]
     latency_ms: float
     prediction_id: int | None = None
+    hand: dict | None = None  # box + landmarks in the frame's pixels (hand-aware models)
 
 
 class Predictor(Protocol):
@@ -62,6 +63,7 @@ class BackendPredictor:
             probabilities={k: float(v) for k, v in result["probabilities"].items()},
             latency_ms=(time.perf_counter() - start) * 1000,
             prediction_id=result.get("prediction_id"),
+            hand=result.get("hand"),
         )
 
 
@@ -80,6 +82,7 @@ class LocalPredictor:
             confidence=p.confidence,
             probabilities=p.probabilities,
             latency_ms=(time.perf_counter() - start) * 1000,
+            hand=p.hand,
         )
 
 
@@ -164,6 +167,7 @@ class LiveAnnotator:
             prediction.confidence if prediction else None,
             note=note,
             error=error,
+            hand=prediction.hand if prediction else None,
         )
         end = self.clock()
         with self._lock:

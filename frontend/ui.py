@@ -7,15 +7,19 @@ import hashlib
 from typing import Any
 
 import altair as alt
+import cv2
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from frontend.client import BackendClient, BackendError, BackendUnavailable
+from frontend.client import BackendClient, BackendError, BackendRejected, BackendUnavailable
 from utils.settings import CLASS_NAMES, Settings, get_settings
 
 CLASS_EMOJI = {"rock": "✊", "paper": "✋", "scissors": "✌️"}
 CLASS_HEX = {"rock": "#eb823c", "paper": "#32a0e1", "scissors": "#3cbe5a"}
 CLIENT_KEY = "backend_client"
+THUMB_SIDE = 160
+OPERATOR_KEY = "operator_token"
 
 
 def settings() -> Settings:
@@ -28,12 +32,66 @@ def _shared_client(base_url: str, timeout: float) -> BackendClient:
 
 
 def client() -> BackendClient:
-    """The backend client; a session may carry its own (tests put a fake one there)."""
+    """The backend client for this browser session; a session may carry its own (tests put a
+    fake one there). It forwards the visitor's address and, once given, the operator login."""
     own = st.session_state.get(CLIENT_KEY)
-    if own is not None:
-        return own
-    s = settings()
-    return _shared_client(s.backend_url, s.ui_request_timeout_s)
+    if own is None:
+        s = settings()
+        own = _shared_client(s.backend_url, s.ui_request_timeout_s)
+    return own.with_headers(session_headers())
+
+
+def session_headers() -> dict[str, str]:
+    headers = {}
+    chain = visitor_chain()
+    if chain:
+        headers["X-Forwarded-For"] = chain
+    token = st.session_state.get(OPERATOR_KEY)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def visitor_chain() -> str | None:
+    """X-Forwarded-For as a proxy writes it: what the HTTPS proxy sent, then the address this
+    server saw. The backend trusts the chain only from TRUSTED_PROXIES and reads it from the
+    right, so a visitor's own entries never pick its rate-limit key."""
+    try:
+        received = st.context.headers.get("X-Forwarded-For")
+        peer = st.context.ip_address
+    except Exception:  # noqa: BLE001 - no browser session (AppTest, threads)
+        return None
+    received = received if isinstance(received, str) else ""
+    peer = peer if isinstance(peer, str) else ""
+    parts = [p.strip() for p in received.split(",") if p.strip()] + ([peer] if peer else [])
+    return ", ".join(parts) or None
+
+
+def operator() -> bool:
+    return bool(st.session_state.get(OPERATOR_KEY))
+
+
+def operator_login(key: str) -> bool:
+    """The operators' login form (OPERATOR_TOKEN), checked against the backend; True once in."""
+    if operator():
+        if st.button("Log out", icon=":material/logout:", key=f"{key}-logout"):
+            st.session_state.pop(OPERATOR_KEY, None)
+            st.rerun()
+        return True
+    with st.form(f"{key}-login"):
+        token = st.text_input("Operator token", type="password", help="OPERATOR_TOKEN of this deployment")
+        if st.form_submit_button("Log in", icon=":material/login:") and token:
+            try:
+                client().with_headers({"Authorization": f"Bearer {token}"}).labels_for_review(limit=1)
+            except BackendRejected:
+                st.error("That operator token is wrong.", icon="🔒")
+                return False
+            except BackendError as exc:
+                show_error(exc)
+                return False
+            st.session_state[OPERATOR_KEY] = token
+            st.rerun()
+    return False
 
 
 def class_title(label: str) -> str:
@@ -95,13 +153,31 @@ def probability_chart(probabilities: dict[str, float], predicted: str) -> alt.Ch
     return (bars + labels).properties(height=130)
 
 
+def with_hand(image: bytes, hand: dict, label: str):
+    """The uploaded image (RGB array) with the backend's hand box and landmarks drawn on it."""
+    import cv2
+    import numpy as np
+
+    from inference.overlay import CLASS_COLORS, draw_hand
+
+    bgr = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        return image
+    return cv2.cvtColor(draw_hand(bgr, hand, CLASS_COLORS.get(label, (160, 160, 160))), cv2.COLOR_BGR2RGB)
+
+
 def prediction_card(state: dict[str, Any], slot: str, image: bytes | None = None) -> None:
     """Class, confidence and probabilities (next to the image when given); then feedback."""
     result = state["result"]
     label = result["label"]
+    hand = result.get("hand")
     if image is not None:
         left, right = st.columns([1, 1.25], gap="large")
-        left.image(image, width="stretch")
+        left.image(with_hand(image, hand, label) if hand else image, width="stretch")
+        if hand and not hand.get("found"):
+            left.caption("No hand found: the whole image was classified.")
+        elif hand:
+            left.caption(f"Hand found ({hand['source']}, presence {hand['presence']:.0%}).")
     else:
         right = st.container()
     with right:
@@ -201,3 +277,21 @@ def labelled_example_form(key: str) -> None:
         return
     what = "New image added" if out["new_image"] else "Image already known; its label was updated"
     st.success(f"{what}: **{class_title(out['label'])}** (`{out['image_sha256'][:12]}`).", icon="📥")
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def thumbnail(sha256: str, login: str) -> bytes | None:
+    """A small JPEG of a stored image; content-addressed, so caching by hash is right. The
+    login is part of the key: a cached photo is only ever served to the login that fetched it."""
+    try:
+        data = client().image(sha256)
+    except BackendError:
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    scale = THUMB_SIDE / max(img.shape[:2])
+    if scale < 1:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return buf.tobytes() if ok else None

@@ -58,6 +58,17 @@ class Prediction:
     model_version: str
     latency_ms: float
     image: ImageInfo | None = None
+    hand: dict[str, Any] | None = None  # box + landmarks (image pixels) for hand-aware models
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What one image becomes for a model: the image tensor and, for `mobilenet+hand`, the
+    landmark features and the hand they describe."""
+
+    image: np.ndarray
+    hand_features: np.ndarray | None = None
+    hand: Any = None  # utils.hands.Hand
 
 
 @dataclass
@@ -68,6 +79,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     source: str
     interpreter: Any = field(repr=False)
+    hands: Any = field(default=None, repr=False)  # utils.hands.HandDetector for mobilenet+hand
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -87,31 +99,58 @@ class LoadedModel:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.metadata.get("class_names", CLASS_NAMES))
 
+    @property
+    def feature_set(self) -> str:
+        return str(self.metadata["architecture"].get("feature_set", "mobilenet"))
+
     def decode(self, data: bytes, **limits: int) -> DecodedImage:
-        """Validate and decode an upload at no more resolution than this model needs."""
-        return decode_image(data, target_side=self.input_size, **limits)
+        """Validate and decode an upload at no more resolution than this model needs: the hand
+        stage crops a hand out of the frame, so hand-aware models keep 4x the input side."""
+        side = self.input_size * (4 if self.hands is not None else 1)
+        return decode_image(data, target_side=side, **limits)
 
-    def prepare(self, source: bytes | np.ndarray, **limits: int) -> np.ndarray:
-        """Bytes or a BGR frame → this model's input tensor, via the shared preprocessing."""
-        return preprocess_image(source, self.input_size, self.backbone, **limits)
+    def prepare(self, source: bytes | np.ndarray, **limits: int) -> ModelInput:
+        """Bytes or a BGR frame → this model's inputs, via the shared preprocessing (plus the
+        hand stage of `utils.hands` for hand-aware models)."""
+        if self.hands is None:
+            return ModelInput(preprocess_image(source, self.input_size, self.backbone, **limits))
+        from utils.hands import hand_inputs
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a (N, H, W, 3) batch. The interpreter is not thread-safe: lock it."""
+        bgr = decode_image(source, **limits).bgr if isinstance(source, bytes | bytearray) else source
+        found = hand_inputs(bgr, self.hands, self.input_size, self.backbone)
+        return ModelInput(found.image, found.features, found.hand)
+
+    def run(self, batch: np.ndarray, hand_features: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for a (N, H, W, 3) batch (+ (N, F) landmark features for hand-aware
+        models). The interpreter is not thread-safe: lock it."""
         interp = self.interpreter
-        inp = interp.get_input_details()[0]
+        feeds = [(batch, next(d for d in interp.get_input_details() if len(d["shape"]) == 4))]
+        if hand_features is not None:
+            feeds.append((hand_features, next(d for d in interp.get_input_details() if len(d["shape"]) == 2)))
         out = interp.get_output_details()[0]
         with self._lock:
-            if tuple(inp["shape"]) != batch.shape:
-                interp.resize_tensor_input(inp["index"], batch.shape, strict=False)
+            if any(tuple(d["shape"]) != x.shape for x, d in feeds):
+                for x, d in feeds:
+                    interp.resize_tensor_input(d["index"], x.shape, strict=False)
                 interp.allocate_tensors()
-            interp.set_tensor(inp["index"], batch.astype(np.float32, copy=False))
+            for x, d in feeds:
+                interp.set_tensor(d["index"], x.astype(np.float32, copy=False))
             interp.invoke()
             return np.array(interp.get_tensor(out["index"]))
 
-    def predict_tensor(self, tensor: np.ndarray, started: float | None = None) -> Prediction:
-        """Classify one preprocessed tensor; latency counts from `started` (default: now)."""
+    def run_inputs(self, inputs: list[ModelInput]) -> np.ndarray:
+        """Probabilities for prepared inputs, as one batch."""
+        images = np.stack([i.image for i in inputs])
+        if self.hands is None:
+            return self.run(images)
+        return self.run(images, np.stack([i.hand_features for i in inputs]))
+
+    def predict_tensor(self, inputs: ModelInput | np.ndarray, started: float | None = None) -> Prediction:
+        """Classify one prepared input; latency counts from `started` (default: now)."""
+        if isinstance(inputs, np.ndarray):
+            inputs = ModelInput(inputs)
         start = time.perf_counter() if started is None else started
-        probs = self.run(tensor[None, ...])[0]
+        probs = self.run_inputs([inputs])[0]
         latency_ms = (time.perf_counter() - start) * 1000
         idx = int(np.argmax(probs))
         return Prediction(
@@ -120,6 +159,7 @@ class LoadedModel:
             probabilities={name: float(p) for name, p in zip(self.class_names, probs, strict=True)},
             model_version=self.version,
             latency_ms=latency_ms,
+            hand=inputs.hand.as_json() if inputs.hand is not None else None,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -130,12 +170,29 @@ class LoadedModel:
             "loaded_at": self.loaded_at.isoformat(),
             "created_at": self.metadata.get("created_at"),
             "architecture": self.metadata["architecture"],
+            "feature_set": self.feature_set,
             "runtime": _runtime_name(),
             "class_names": list(self.class_names),
             "metrics": self.metadata.get("metrics", {}),
             "data_version": self.metadata.get("data_version"),
             "training_id": self.metadata.get("training_id"),
         }
+
+
+def _hand_detector(architecture: dict[str, Any]):
+    """The MediaPipe hand stage a `mobilenet+hand` model needs, from HAND_MODELS_DIR."""
+    if architecture.get("feature_set", "mobilenet") == "mobilenet":
+        return None
+    if architecture["feature_set"] != "mobilenet+hand":
+        raise ModelLoadError(f"unknown feature set {architecture['feature_set']!r} in the model's metadata")
+    from utils.hand_models import HandModelsMissing
+    from utils.hands import HandDetector
+    from utils.settings import get_settings
+
+    try:
+        return HandDetector.from_dir(get_settings().hand_models_dir, int(architecture.get("hand_model_complexity", 1)))
+    except HandModelsMissing as exc:
+        raise ModelLoadError(f"the model needs the MediaPipe hand models: {exc}") from exc
 
 
 def load_model_dir(path: Path, source: str | None = None, version: str | None = None) -> LoadedModel:
@@ -157,9 +214,13 @@ def load_model_dir(path: Path, source: str | None = None, version: str | None = 
             metadata["version"] = version
         interpreter = Interpreter(model_path=str(tflite), num_threads=1)
         interpreter.allocate_tensors()
-        model = LoadedModel(path=path.resolve(), metadata=metadata, source=source or str(path), interpreter=interpreter)
+        hands = _hand_detector(metadata["architecture"])
+        model = LoadedModel(
+            path=path.resolve(), metadata=metadata, source=source or str(path), interpreter=interpreter, hands=hands
+        )
         size = model.input_size
-        probs = model.run(np.zeros((1, size, size, 3), np.float32))
+        extra = np.zeros((1, metadata["architecture"]["hand_features"]), np.float32) if hands else None
+        probs = model.run(np.zeros((1, size, size, 3), np.float32), extra)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -228,8 +289,7 @@ class ModelHolder:
         with self.slot():
             started = time.perf_counter()
             image = model.decode(data, **limits)
-            tensor = model.prepare(image.bgr)
-            result = model.predict_tensor(tensor, started=started)
+            result = model.predict_tensor(model.prepare(image.bgr), started=started)
         result.image = image.info
         return result
 

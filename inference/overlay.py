@@ -1,4 +1,5 @@
-"""Draw a prediction on a video frame: the class, the confidence and a confidence bar.
+"""Draw a prediction on a video frame: the class, the confidence, a confidence bar, and for
+hand-aware models the hand box and landmarks (or "no hand found").
 
 Shared by the OpenCV webcam client and the Streamlit live page so both annotate alike.
 OpenCV and NumPy only: cheap to import, nothing to load.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from utils.hands import CONNECTIONS
 
 # BGR colours per class; grey for "no prediction yet" and red for errors.
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
@@ -27,12 +30,19 @@ def draw_prediction(
     *,
     note: str = "",
     error: str = "",
+    hand: dict | None = None,
 ) -> np.ndarray:
     """Annotate `frame` (BGR, in place) and return it.
 
     A banner across the top reads e.g. "ROCK 97%" with a bar as long as the confidence;
     `note` goes on the right of the banner (fps, source); `error` replaces the label in red.
+    `hand` is the API's `hand` object (pixels of this frame): its box and landmarks are drawn,
+    and "no hand found" is added to the note when the model found none.
     """
+    if hand is not None:
+        draw_hand(frame, hand, CLASS_COLORS.get(label or "", WAITING_COLOR))
+        if not hand.get("found"):
+            note = f"no hand found · {note}" if note else "no hand found"
     h, w = frame.shape[:2]
     scale = max(0.5, min(w, h) / 480)
     banner_h = int(52 * scale)
@@ -61,4 +71,21 @@ def draw_prediction(
     if confidence is not None and not error and label is not None:
         bar_y = banner_h - max(3, int(6 * scale))
         cv2.rectangle(frame, (0, bar_y), (int(w * float(np.clip(confidence, 0, 1))), banner_h), color, -1)
+    return frame
+
+
+def draw_hand(frame: np.ndarray, hand: dict, color: tuple[int, int, int] = WAITING_COLOR) -> np.ndarray:
+    """The hand's (rotated) box and landmark skeleton, in place; nothing when no hand was found."""
+    if not hand.get("found"):
+        return frame
+    thickness = max(1, round(min(frame.shape[:2]) / 240))
+    box = np.round(np.asarray(hand.get("box", []), np.float32)).astype(np.int32)
+    if box.shape == (4, 2):
+        cv2.polylines(frame, [box], True, color, thickness, cv2.LINE_AA)
+    points = [tuple(round(v) for v in p) for p in hand.get("landmarks", [])]
+    if len(points) == 21:
+        for a, b in CONNECTIONS:
+            cv2.line(frame, points[a], points[b], (240, 240, 240), thickness, cv2.LINE_AA)
+        for p in points:
+            cv2.circle(frame, p, thickness + 1, color, -1, cv2.LINE_AA)
     return frame

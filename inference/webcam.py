@@ -47,6 +47,7 @@ class FrameResult:
     latency_ms: float = 0.0
     prediction_id: int | None = None
     error: str = ""
+    hand: dict | None = None  # box + landmarks for hand-aware models (see api.schemas.HandResult)
 
 
 class Classifier(Protocol):
@@ -86,6 +87,7 @@ class BackendClassifier:
             probabilities={k: float(v) for k, v in body["probabilities"].items()},
             latency_ms=latency_ms,
             prediction_id=body.get("prediction_id"),
+            hand=body.get("hand"),
         )
 
     def close(self) -> None:
@@ -107,7 +109,7 @@ class LocalClassifier:
     def __call__(self, frame_bgr: np.ndarray) -> FrameResult:
         start = time.perf_counter()
         p = self.model.predict_tensor(self.model.prepare(frame_bgr))
-        return FrameResult(p.label, p.confidence, p.probabilities, (time.perf_counter() - start) * 1000)
+        return FrameResult(p.label, p.confidence, p.probabilities, (time.perf_counter() - start) * 1000, hand=p.hand)
 
     def close(self) -> None:
         pass
@@ -217,7 +219,12 @@ def run(
             recent = [*recent[-29:], time.perf_counter()]
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
             annotated = draw_prediction(
-                frame, result.label, result.confidence, note=f"{fps:.0f} fps" if fps else "", error=result.error
+                frame,
+                result.label,
+                result.confidence,
+                note=f"{fps:.0f} fps" if fps else "",
+                error=result.error,
+                hand=result.hand,
             )
             if out_video is not None:
                 if writer is None:

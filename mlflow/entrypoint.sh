@@ -15,6 +15,13 @@ if [[ "$MLFLOW_ARTIFACTS_DESTINATION" != *://* ]]; then
   mkdir -p "$MLFLOW_ARTIFACTS_DESTINATION"
 fi
 
+# MLFLOW_AUTH=true: MLflow's basic-auth app, its users provisioned from the settings first.
+app=()
+if [[ "$MLFLOW_BASIC_AUTH_APP" == "1" ]]; then
+  python "$ROOT/mlflow/provision_auth.py" "$MLFLOW_AUTH_CONFIG_PATH"
+  app=(--app-name basic-auth)
+fi
+
 # One worker and no job consumers: ~0.5 GB instead of ~3.6 GB. --allowed-hosts lists the Host
 # headers served (others get 403 on the API while /health still answers).
 exec mlflow server \
@@ -23,4 +30,5 @@ exec mlflow server \
   --host "$MLFLOW_HOST" \
   --port "$MLFLOW_PORT" \
   --workers "$MLFLOW_WORKERS" \
-  --allowed-hosts "$MLFLOW_SERVER_ALLOWED_HOSTS"
+  --allowed-hosts "$MLFLOW_SERVER_ALLOWED_HOSTS" \
+  "${app[@]}"

@@ -12,6 +12,7 @@ so Compose (or a test) can pin e.g. `AIRFLOW__CORE__EXECUTION_API_SERVER_URL` di
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -46,6 +47,7 @@ def _airflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
         )
     home = Path(environ.get("AIRFLOW_HOME") or ROOT / ".run" / "airflow")
     port = s.airflow_port
+    base_path = urlsplit(s.airflow_ui_url).path.rstrip("/")
     pythonpath = [str(ROOT), *(p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT))]
     return {
         "AIRFLOW_HOME": str(home),
@@ -60,7 +62,8 @@ def _airflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__BASE_URL": s.airflow_ui_url,  # only its path is served; the host is for links
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # A path in the UI URL (the deployed /airflow/ behind the proxy) moves every route under it.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}{base_path}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": s.airflow_jwt_secret,
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{s.airflow_username}:{AIRFLOW_BACKEND_ROLE}",
@@ -84,7 +87,16 @@ def _mlflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
         "MLFLOW_SERVER_ALLOWED_HOSTS": ",".join(dict.fromkeys(hosts)),
         # The job consumers cost ~3 GB and nothing here submits jobs.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # Basic-auth app: mlflow/provision_auth.py writes this file (it names the database URL).
+        "MLFLOW_BASIC_AUTH_APP": "1" if s.mlflow_auth else "0",
+        "MLFLOW_AUTH_CONFIG_PATH": environ.get("MLFLOW_AUTH_CONFIG_PATH")
+        or str(Path(environ.get("TMPDIR") or "/tmp") / f"rps-mlflow-auth-{port}.ini"),
     }
+    if s.mlflow_auth:
+        # The UI's CSRF key, stable across restarts: derived from the admin password (one
+        # secret fewer to hand out); MLflow refuses to start the auth app without one.
+        digest = hashlib.sha256(f"rps-mlflow-csrf:{s.mlflow_admin_password}".encode()).hexdigest()
+        out["MLFLOW_FLASK_SERVER_SECRET_KEY"] = digest
     if s.mlflow_artifacts_destination.startswith("s3://"):
         out |= _aws(s)
         if s.s3_endpoint_url:

@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # docker.io + debootstrap: the Docker Engine and the local base images of the Compose tests
 # (scripts/docker_engine.sh, scripts/standin_images.sh).
-APT_PACKAGES=(prometheus chromium curl docker.io debootstrap)
+APT_PACKAGES=(prometheus chromium curl caddy docker.io debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -30,4 +30,6 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   "$PY" -m pip check
   echo "$want" >"$stamp"
 fi
+# MediaPipe Hands models (palm detector + landmarks): pinned npm package, sha256-checked, idempotent.
+"$PY" -m utils.hand_models fetch
 say "environment ready"

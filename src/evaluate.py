@@ -44,7 +44,7 @@ def evaluate_model(model: LoadedModel, data_dir: Path, batch_size: int = 32) -> 
 
     def flush() -> None:
         if batch:
-            probs = model.run(np.stack(batch))
+            probs = model.run_inputs(batch)
             y_pred.extend(int(i) for i in probs.argmax(1))
             y_true.extend(labels)
             batch.clear()

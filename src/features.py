@@ -1,7 +1,10 @@
 """Frozen-backbone features, cached per image hash so a retrain only computes new images.
 
 A retrain on a few new labelled images then costs seconds, not a full pass over the
-dataset: the cache key is (backbone tag, image sha256, number of augmented copies).
+dataset: the cache key is (backbone tag + feature set, image sha256, number of augmented
+copies). With the `mobilenet+hand` feature set each row is the backbone's features of the
+hand crop (or the whole image) followed by the landmark features, both from
+`utils.hands.hand_inputs`, the function serving calls.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from src.augment import augment
+from utils.hands import HandDetector, hand_inputs
 from utils.images import backbone_preprocess, decode_image, preprocess_image, to_rgb_resized
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,31 @@ def training_tensor(data: bytes, size: int, backbone: str) -> np.ndarray:
     return preprocess_image(data, size, backbone)
 
 
+def training_inputs(
+    data: bytes, size: int, backbone: str, hands: HandDetector | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(image tensor, landmark features or None): what serving's `LoadedModel.prepare` gives."""
+    if hands is None:
+        return training_tensor(data, size, backbone), None
+    found = hand_inputs(decode_image(data).bgr, hands, size, backbone)
+    return found.image, found.features
+
+
+def augmented_inputs(
+    data: bytes, size: int, backbone: str, copies: int, sha: str, hands: HandDetector | None = None
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Augmented copies; with hands, each copy of the full image goes through the hand stage."""
+    if hands is None:
+        return [(t, None) for t in augmented_tensors(data, size, backbone, copies, sha)]
+    rgb = cv2.cvtColor(decode_image(data).bgr, cv2.COLOR_BGR2RGB)
+    rng = np.random.default_rng(zlib.crc32(sha.encode()))
+    out = []
+    for _ in range(copies):
+        found = hand_inputs(cv2.cvtColor(augment(rgb, rng), cv2.COLOR_RGB2BGR), hands, size, backbone)
+        out.append((found.image, found.features))
+    return out
+
+
 def augmented_tensors(data: bytes, size: int, backbone: str, copies: int, sha: str) -> list[np.ndarray]:
     """`copies` deterministic augmentations (seeded by the hash, so caches stay valid)."""
     rgb = to_rgb_resized(decode_image(data).bgr, size)
@@ -43,11 +73,21 @@ def augmented_tensors(data: bytes, size: int, backbone: str, copies: int, sha: s
 class FeatureExtractor:
     """Runs the frozen backbone in batches through a compiled `tf.function`."""
 
-    def __init__(self, backbone_model, size: int, backbone: str, cache_dir: Path, batch_size: int = 64):
+    def __init__(
+        self,
+        backbone_model,
+        size: int,
+        backbone: str,
+        cache_dir: Path,
+        batch_size: int = 64,
+        hands: HandDetector | None = None,
+    ):
         import tensorflow as tf
 
         self.size = size
         self.backbone = backbone
+        self.hands = hands
+        self.backbone_model = backbone_model
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self._fn = tf.function(lambda x: backbone_model(x, training=False), reduce_retracing=True)
@@ -70,19 +110,21 @@ class FeatureExtractor:
 
         Keys are the original images' sha256 (the caller vouches the bytes match)."""
         result: dict[str, np.ndarray] = {}
-        pending: list[tuple[str, list[np.ndarray]]] = []
+        pending: list[tuple[str, list[tuple[np.ndarray, np.ndarray | None]]]] = []
         pending_count = 0
 
         def flush() -> None:
             nonlocal pending, pending_count
             if not pending:
                 return
-            flat = [t for _, ts in pending for t in ts]
+            flat = [t for _, ts in pending for t, _ in ts]
             feats = self._run(flat)
             offset = 0
             for sha, ts in pending:
                 block = feats[offset : offset + len(ts)].astype(np.float32)
                 offset += len(ts)
+                if self.hands is not None:
+                    block = np.concatenate([block, np.stack([h for _, h in ts])], 1)
                 self._save(sha, copies, block)
                 result[sha] = block
                 self.stats.computed += 1
@@ -95,9 +137,9 @@ class FeatureExtractor:
                 self.stats.cached += 1
                 continue
             data = load()
-            tensors = [training_tensor(data, self.size, self.backbone)]
+            tensors = [training_inputs(data, self.size, self.backbone, self.hands)]
             if copies:
-                tensors += augmented_tensors(data, self.size, self.backbone, copies, sha)
+                tensors += augmented_inputs(data, self.size, self.backbone, copies, sha, self.hands)
             pending.append((sha, tensors))
             pending_count += len(tensors)
             if pending_count >= 4 * self.batch_size:
@@ -115,3 +157,12 @@ class FeatureExtractor:
 
     def _path(self, sha: str, copies: int) -> Path:
         return self.cache_dir / f"{sha}.a{copies}.npy"
+
+
+def feature_extractor(settings, arch) -> FeatureExtractor:
+    """The frozen backbone (plus the hand stage for `mobilenet+hand`) with its on-disk cache."""
+    from src.model import build_backbone
+
+    hands = HandDetector.from_dir(settings.hand_models_dir, arch.hand_model_complexity) if arch.uses_hands else None
+    cache = settings.artifacts_dir / "feature_cache" / arch.tag
+    return FeatureExtractor(build_backbone(arch), arch.input_size, arch.backbone, cache, hands=hands)

@@ -18,26 +18,45 @@ class Architecture:
     alpha: float
     input_size: int
     weights: str
+    feature_set: str = "mobilenet"
+    hand_model_complexity: int = 1
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Architecture:
+    def from_settings(cls, settings: Settings, feature_set: str | None = None) -> Architecture:
         weights = settings.local_weights_file
         return cls(
             backbone=settings.backbone,
             alpha=settings.backbone_alpha,
             input_size=settings.image_size,
             weights=str(weights) if weights else "imagenet",
+            feature_set=feature_set or settings.feature_set,
+            hand_model_complexity=settings.hand_model_complexity,
         )
+
+    @property
+    def uses_hands(self) -> bool:
+        return self.feature_set == "mobilenet+hand"
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["weights"] = Path(self.weights).name if self.weights != "imagenet" else "imagenet"
+        if self.uses_hands:
+            from utils.hands import HAND_FEATURES
+
+            data["hand_features"] = HAND_FEATURES
+        else:
+            data.pop("hand_model_complexity")
         return data
 
     @property
     def tag(self) -> str:
         """Identifies the frozen feature extractor; feature caches are keyed by it."""
-        return f"{self.backbone}-{self.alpha:g}-{self.input_size}-{Path(self.weights).stem}"
+        tag = f"{self.backbone}-{self.alpha:g}-{self.input_size}-{Path(self.weights).stem}"
+        if not self.uses_hands:
+            return tag
+        from utils.hands import HAND_STAGE_VERSION
+
+        return f"{tag}+hand{self.hand_model_complexity}v{HAND_STAGE_VERSION}"
 
 
 def build_backbone(arch: Architecture):
@@ -61,25 +80,56 @@ def build_backbone(arch: Architecture):
     return base
 
 
-def build_head(n_features: int, dropout: float = 0.3, units: int = 128):
-    """Dense classifier trained on cached backbone features."""
+def feature_normalizer(x):
+    """Per-column mean and variance of training features, for the fused head's first layer
+    (landmark coordinates, distances and angles live on other scales than MobileNet's)."""
+    import numpy as np
+
+    return x.mean(0), np.maximum(x.var(0), 1e-6)
+
+
+def build_head(n_features: int, dropout: float = 0.3, units: int = 128, normalizer=None):
+    """Dense classifier trained on cached backbone (+ landmark) features."""
     import keras
 
     inputs = keras.Input((n_features,), name="features")
-    x = keras.layers.Dropout(dropout)(inputs)
+    x = inputs
+    if normalizer is not None:
+        mean, variance = normalizer
+        x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Dense(units, activation="relu")(x)
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="head")
 
 
-def assemble(backbone, head):
-    """Backbone + head as one model taking preprocessed images."""
+def ensemble(heads: list):
+    """One head averaging the probabilities of several trained with different seeds: a retrain
+    then differs from its champion by its data more than by the luck of one initialisation."""
+    import keras
+
+    if len(heads) == 1:
+        return heads[0]
+    for i, h in enumerate(heads):
+        h.name = f"head_{i}"
+    inputs = keras.Input(heads[0].input_shape[1:], name="features")
+    outputs = keras.layers.Average(name="probabilities")([h(inputs) for h in heads])
+    return keras.Model(inputs, outputs, name="head")
+
+
+def assemble(backbone, head, hand_features: int = 0):
+    """Backbone + head as one model taking preprocessed images (and, for `mobilenet+hand`,
+    the landmark features, concatenated after the backbone's pooled features)."""
     import keras
 
     inputs = keras.Input(backbone.input_shape[1:], name="image")
-    outputs = head(backbone(inputs, training=False))
-    return keras.Model(inputs, outputs, name="rps_classifier")
+    features = backbone(inputs, training=False)
+    if not hand_features:
+        return keras.Model(inputs, head(features), name="rps_classifier")
+    hand = keras.Input((hand_features,), name="hand_features")
+    outputs = head(keras.layers.Concatenate(name="fused")([features, hand]))
+    return keras.Model([inputs, hand], outputs, name="rps_classifier_hand")
 
 
 def unfreeze_top(backbone, n_layers: int) -> None:

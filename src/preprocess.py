@@ -76,7 +76,10 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
         wanted.add(target)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            # The hand stage looks at the whole frame: keep the decoded pixels at full size (PNG is
+            # lossless, so they decode to exactly what serving saw); MobileNet alone needs only 224.
+            keep = bgr if settings.feature_set == "mobilenet+hand" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            ok, buf = cv2.imencode(".png", keep)
             if not ok:
                 raise RuntimeError(f"could not encode {src} as PNG")
             tmp = target.with_suffix(".part")
@@ -108,7 +111,9 @@ def preprocess_images(settings: Settings, workspace: Path | None = None) -> dict
 def _previous_rows(path: Path, settings: Settings) -> dict[str, dict[str, str]]:
     """Last run's rows, reusable only if they were made with the same size and blur threshold."""
     stamp = path.with_name("settings.json")
-    current = json.dumps({"size": settings.image_size, "blur_threshold": settings.blur_threshold})
+    current = json.dumps(
+        {"size": settings.image_size, "blur_threshold": settings.blur_threshold, "feature_set": settings.feature_set}
+    )
     if not path.exists() or not stamp.exists() or stamp.read_text() != current:
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(current)

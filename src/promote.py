@@ -79,7 +79,7 @@ def predictions(model: LoadedModel, images: list[GateImage], batch_size: int = 3
             except ImageRejected:
                 continue
         if batch:
-            out[idx] = model.run(np.stack(batch)).argmax(1)
+            out[idx] = model.run_inputs(batch).argmax(1)
     return out
 
 

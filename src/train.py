@@ -46,6 +46,7 @@ class TrainConfig:
     fine_tune_lr: float = 1e-4
     max_per_dataset: int = 0
     datasets: list[str] = field(default_factory=list)
+    feature_set: str = ""  # empty: FEATURE_SET from the settings
 
 
 @dataclass
@@ -170,47 +171,55 @@ def train(
     import keras
     import tensorflow as tf
 
-    from src.features import FeatureExtractor
-    from src.model import assemble, build_backbone, build_head, export_tflite
+    from src.features import feature_extractor
+    from src.model import assemble, build_head, ensemble, export_tflite, feature_normalizer
 
     keras.utils.set_random_seed(config.seed)
     timings: dict[str, float] = {}
-    arch = Architecture.from_settings(settings)
+    arch = Architecture.from_settings(settings, config.feature_set or None)
+    if arch.uses_hands and config.fine_tune_epochs:
+        raise ValueError("fine-tuning is implemented for the `mobilenet` feature set only")
     train_s, val_s = splits or assemble_samples(settings, config)
     check_trainable(train_s + val_s, settings, forbidden_keys(settings) if forbidden is None else forbidden)
     log.info("train %s | val %s", describe(train_s), describe(val_s))
 
     t0 = time.perf_counter()
-    backbone = build_backbone(arch)
-    cache = settings.artifacts_dir / "feature_cache" / arch.tag
-    extractor = FeatureExtractor(backbone, arch.input_size, arch.backbone, cache)
+    extractor = feature_extractor(settings, arch)
+    backbone = extractor.backbone_model
     x_train, y_train, _ = _features(extractor, train_s, config.aug_copies)
     x_val, y_val, _ = _features(extractor, val_s, 0)
     timings["features_s"] = time.perf_counter() - t0
     log.info("features: %d computed, %d cached", extractor.stats.computed, extractor.stats.cached)
 
     t0 = time.perf_counter()
-    head = build_head(x_train.shape[1])
-    head.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
     is_user = np.repeat([s.dataset == USER_DATASET for s in train_s], 1 + config.aug_copies)
-    fit = head.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        sample_weight=sample_weights(y_train, is_user, settings.user_sample_weight),
-        callbacks=[stop],
-        verbose=0,
-        shuffle=True,
-    )
-    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    model = assemble(backbone, head)
+    weights = sample_weights(y_train, is_user, settings.user_sample_weight)
+    normalizer = feature_normalizer(x_train) if arch.uses_hands else None
+    heads, history = [], {}
+    for member_seed in range(config.seed, config.seed + settings.head_ensemble):
+        keras.utils.set_random_seed(member_seed)
+        member = build_head(x_train.shape[1], normalizer=normalizer)
+        member.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)
+        fit = member.fit(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            sample_weight=weights,
+            callbacks=[stop],
+            verbose=0,
+            shuffle=True,
+        )
+        heads.append(member)
+        history = history or {k: [float(v) for v in vs] for k, vs in fit.history.items()}  # the first member's
+    head = ensemble(heads)
+    model = assemble(backbone, head, hand_features=arch.as_dict().get("hand_features", 0))
     timings["head_s"] = time.perf_counter() - t0
 
     if config.fine_tune_epochs:
@@ -264,6 +273,7 @@ def train(
         "metrics": {k: report[k] for k in ("accuracy", "macro_f1", "val_loss", "per_class", "per_dataset", "n")},
         "params": params,
         "training_set_digest": digest,
+        "head_ensemble": settings.head_ensemble,
         "tensorflow": tf.__version__,
     }
     (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
@@ -340,6 +350,9 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]
     p.add_argument("--val-fraction", type=float, default=c.val_fraction)
     p.add_argument("--max-per-dataset", type=int, default=0, help="subsample for quick runs (0 = all)")
     p.add_argument("--datasets", nargs="*", default=[], help="dataset folder names under Data/raw (default all)")
+    p.add_argument(
+        "--feature-set", choices=["mobilenet", "mobilenet+hand"], default="", help="default: FEATURE_SET setting"
+    )
     p.add_argument("--no-publish", action="store_true", help="do not point artifacts/model at the result")
     p.add_argument("--if-missing", action="store_true", help="do nothing when artifacts/model already exists")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow even if MLFLOW_TRACKING_URI is set")
@@ -354,6 +367,7 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]
         val_fraction=args.val_fraction,
         max_per_dataset=args.max_per_dataset,
         datasets=args.datasets,
+        feature_set=args.feature_set,
     )
     return config, args
 

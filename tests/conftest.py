@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support import db as dbs
+from tests.support.auth import NO_RATE_LIMITS
 from tests.support.procs import PROJECT_ROOT, Proc, free_port, start, wait_http
 
 SHARED = Path(os.environ.get("RPS_SHARED_DIR", PROJECT_ROOT.parent / "shared")).resolve()
@@ -87,6 +88,7 @@ def model_env(data_dir: Path, artifacts: Path) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": "",
         "MODEL_SOURCE": "local",
         "AIRFLOW_URL": "",  # a test backend must never reach a developer's running Airflow
+        **NO_RATE_LIMITS,  # tests that check the limits set their own
     }
 
 

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from utils import secret_policy
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLASS_NAMES: tuple[str, ...] = ("rock", "paper", "scissors")
 PLACEHOLDER = "change-me"
@@ -24,6 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=str(PROJECT_ROOT / ".env"), env_file_encoding="utf-8", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
+    # Which service this process is: production checks only that role's secrets
+    # (utils/secret_policy.py); "all" checks every service's.
+    service_role: secret_policy.Role = "all"
     log_level: str = "INFO"
 
     # PostgreSQL
@@ -40,6 +45,19 @@ class Settings(BaseSettings):
     backend_url: str = "http://127.0.0.1:8000"
     backend_workers: int = 1
     admin_token: str = PLACEHOLDER
+    # The operators' login (Streamlit System page, admin routes): stored photos, per-request
+    # history, raw errors and label review. ADMIN_TOKEN stays the machines' (the DAG's reload).
+    operator_token: str = PLACEHOLDER
+    # Per-client limits on anonymous input, requests per minute (0 = unlimited); bursts up to
+    # the same number. The client is the peer address, or X-Forwarded-For's first address when
+    # the peer is one of TRUSTED_PROXIES (the HTTPS proxy, the Streamlit server).
+    rate_limit_predict: int = Field(default=60, ge=0)
+    rate_limit_preview: int = Field(default=600, ge=0)
+    rate_limit_upload: int = Field(default=20, ge=0)
+    rate_limit_feedback: int = Field(default=60, ge=0)
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    # Hold labels from /feedback and /upload for an operator's approval before training uses them.
+    label_quarantine: bool = False
     max_upload_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     min_image_side: int = 16
@@ -63,6 +81,13 @@ class Settings(BaseSettings):
     # A champion that failed to download or load is retried after this delay, doubling up to the max.
     model_retry_initial_s: float = Field(default=5.0, gt=0)
     model_retry_max_s: float = Field(default=300.0, gt=0)
+    # What the head sees: `mobilenet` (whole image) or `mobilenet+hand` (MediaPipe hand crop +
+    # landmark features). A model directory's metadata records its own; this picks what trains.
+    feature_set: Literal["mobilenet", "mobilenet+hand"] = "mobilenet+hand"
+    # MediaPipe Hands models (palm detector + landmarks) from npm, fetched by
+    # `python -m utils.hand_models fetch`; 0 = lite models (faster), 1 = full, as MediaPipe names it.
+    hand_models_dir: Path = PROJECT_ROOT / "artifacts" / "hand_models"
+    hand_model_complexity: Literal[0, 1] = 1
 
     # Data
     data_dir: Path = PROJECT_ROOT / "Data"
@@ -74,6 +99,10 @@ class Settings(BaseSettings):
 
     # MLflow / Airflow / S3
     mlflow_tracking_uri: str = ""
+    # The identity MLflow's client sends (MLflow reads the same variables itself): the backend
+    # a read-only user, the DAG and trainer the writer (docs/deploy.md, "Security model").
+    mlflow_tracking_username: str = ""
+    mlflow_tracking_password: str = ""
     mlflow_experiment: str = "rps-classifier"
     registered_model_name: str = "rps-classifier"
     airflow_url: str = "http://127.0.0.1:8080"
@@ -99,6 +128,8 @@ class Settings(BaseSettings):
     user_holdout_fraction: float = Field(default=0.2, ge=0.0, le=0.5)
     # A user-labelled image counts this many times in the loss (see README, "Corrections").
     user_sample_weight: float = Field(default=4.0, ge=1.0, le=100.0)
+    # Dense heads trained with different seeds and averaged into one (src/model.py: ensemble).
+    head_ensemble: int = Field(default=3, ge=1, le=10)
     # The gate rejects a challenger that a one-sided exact McNemar test finds worse at this level.
     gate_alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     retrain_retry_initial_s: float = 2.0
@@ -113,8 +144,17 @@ class Settings(BaseSettings):
     mlflow_database_url: str = "postgresql://mlflow:mlflow@127.0.0.1:5432/mlflow"
     mlflow_artifacts_destination: str = str(PROJECT_ROOT / ".run" / "mlflow-artifacts")
     mlflow_port: int = 5000
+    # MLflow's basic-auth app (mlflow/provision_auth.py): on in the deployed stack, off natively.
+    mlflow_auth: bool = False
+    mlflow_admin_password: str = PLACEHOLDER
+    mlflow_reader_password: str = PLACEHOLDER
+    mlflow_writer_password: str = PLACEHOLDER
     airflow_port: int = 8080
     s3_port: int = 9000
+    # Read by third-party containers only; here so that the deploy check covers them.
+    postgres_password: str = ""
+    grafana_admin_password: str = ""
+    ops_proxy_password: str = ""  # the HTTPS proxy's operator login (Prometheus has none)
 
     # UI and links
     streamlit_port: int = 8501
@@ -147,17 +187,9 @@ class Settings(BaseSettings):
         return (PROJECT_ROOT / self.backbone_weights).resolve()
 
     @model_validator(mode="after")
-    def _refuse_placeholders(self) -> Settings:
+    def _refuse_weak_secrets(self) -> Settings:
         if self.environment == "production":
-            weak = [
-                name
-                for name in ("admin_token", "airflow_password", "airflow_admin_password", "airflow_jwt_secret")
-                if getattr(self, name) in ("", PLACEHOLDER) or "dev" in getattr(self, name)
-            ]
-            if weak:
-                raise ValueError(
-                    "refusing to start in production with placeholder secrets: " + ", ".join(n.upper() for n in weak)
-                )
+            secret_policy.check(self.model_dump(), self.service_role)
         return self
 
 

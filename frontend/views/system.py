@@ -1,11 +1,12 @@
-"""System: the served model, the retraining loop, recent predictions and the ops tools."""
+"""System: the served model, the retraining loop, recent predictions and the ops tools.
+
+Visitors see aggregate numbers; users' photos, the per-request history and raw error text
+need the operator login (the backend enforces it; this page only asks for it)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import cv2
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -22,7 +23,6 @@ STATE_BADGES = {
     "superseded": "⏩ superseded",
     "skipped": "⏭️ skipped (no new training data)",
 }
-THUMB_SIDE = 160
 UNREACHABLE = ("backend_unreachable", "backend_timeout")
 LATEST_RETRAINS = 5
 
@@ -32,23 +32,6 @@ def fetch(call, *args: Any) -> tuple[Any, BackendError | None]:
         return call(*args), None
     except BackendError as exc:
         return None, exc
-
-
-@st.cache_data(show_spinner=False, max_entries=500)
-def thumbnail(sha256: str) -> bytes | None:
-    """A small JPEG of a stored image; content-addressed, so caching by hash is always right."""
-    try:
-        data = ui.client().image(sha256)
-    except BackendError:
-        return None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        return None
-    scale = THUMB_SIDE / max(img.shape[:2])
-    if scale < 1:
-        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return buf.tobytes() if ok else None
 
 
 def pct(value: Any) -> str:
@@ -210,7 +193,7 @@ def recent_section(recent: list[dict[str, Any]] | None, error: BackendError | No
         cols = st.columns(per_row)
         for col, p in zip(cols, recent[start : start + per_row], strict=False):
             with col.container(border=True):
-                thumb = thumbnail(p["image_sha256"])
+                thumb = ui.thumbnail(p["image_sha256"], st.session_state.get(ui.OPERATOR_KEY, ""))
                 if thumb:
                     st.image(thumb, width="stretch")
                 st.markdown(f"**{ui.class_title(p['label'])}** {p['confidence']:.0%}")
@@ -251,12 +234,17 @@ if isinstance(stats_error, BackendUnavailable) and stats_error.code in UNREACHAB
     st.stop()
 model, model_error = fetch(client.model)
 retrains, retrains_error = fetch(client.retrains)
-recent, recent_error = fetch(client.recent_predictions, ui.settings().ui_recent_predictions)
 
 model_section(model, model_error)
 st.divider()
 retrain_section(stats, retrains, (stats_error, retrains_error))
 st.divider()
-recent_section(recent, recent_error)
+if ui.operator():
+    recent_section(*fetch(client.recent_predictions, ui.settings().ui_recent_predictions))
+    ui.operator_login("system")
+else:
+    st.subheader("Recent predictions")
+    st.info("Users' photos, each request and raw errors are private: log in as an operator.", icon="🔒")
+    ui.operator_login("system")
 st.divider()
 links_section()

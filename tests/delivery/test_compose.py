@@ -26,7 +26,10 @@ STACK = {
 }
 # `base` is built, never run: the shared Python environment the five images build FROM.
 LOCAL_ONLY = {"minio": [9000, 9001], "minio-init": [], "base": []}
-ONE_SHOT = {"airflow-init", "minio-init", "trainer", "base"}
+# The deployed stack's HTTPS entrypoint and its start-up check of the host's secrets
+# (tests/delivery/test_deploy_security.py checks them).
+DEPLOY_ONLY = {"proxy": [80, 443], "secrets-check": []}
+ONE_SHOT = {"airflow-init", "minio-init", "trainer", "secrets-check", "base"}
 STATEFUL = {
     "postgres": "/var/lib/postgresql/data",
     "minio": "/data",
@@ -37,10 +40,10 @@ STATEFUL = {
 # Health endpoints of the third-party servers (the backend's come from its OpenAPI schema).
 KNOWN_HEALTH = {
     "mlflow": {"/health"},
-    "airflow": {"/api/v2/monitor/health"},
+    "airflow": {"/api/v2/monitor/health", "/airflow/api/v2/monitor/health"},  # deployed under /airflow/
     "streamlit": {"/_stcore/health"},
     "prometheus": {"/-/healthy"},
-    "grafana": {"/api/health"},
+    "grafana": {"/api/health", "/grafana/api/health"},  # deployed under /grafana/
 }
 PORT_OWNER = {8000: "backend", 5000: "mlflow", 8080: "airflow", 8501: "streamlit", 9090: "prometheus", 3000: "grafana"}
 # Variables that are the tools' own (not the project's Settings): allowed by prefix.
@@ -88,27 +91,26 @@ def test_local_stack_services_and_ports(local: dict) -> None:
             assert host == container, name
 
 
-def test_deploy_publishes_only_streamlit_8501(deploy: dict) -> None:
-    assert set(deploy["services"]) == set(STACK)
+def test_deploy_publishes_only_the_https_proxy(deploy: dict) -> None:
+    assert set(deploy["services"]) == set(STACK) | set(DEPLOY_ONLY)
     exposed = {n: published(s) for n, s in deploy["services"].items() if s.get("ports")}
-    assert exposed == {"streamlit": [(None, 8501, 8501)]}
+    assert exposed == {"proxy": [(None, 80, 80), (None, 443, 443)]}
     for name, service in deploy["services"].items():
         assert service.get("network_mode") != "host", name
         assert "expose" not in service, name
 
 
-def test_streamlit_serves_https_in_deploy_with_certificate_paths_from_settings(deploy: dict) -> None:
-    streamlit = deploy["services"]["streamlit"]
-    env = streamlit["environment"]
-    # The names frontend/entrypoint.sh reads to add --server.sslCertFile/--server.sslKeyFile.
-    mounted = {f"/run/secrets/{name}" for name in streamlit["secrets"]}
-    assert {env["STREAMLIT_SSL_CERT_FILE"], env["STREAMLIT_SSL_KEY_FILE"]} == mounted
-    for name in streamlit["secrets"]:
-        ref = specs.references(deploy["secrets"][name]["file"])
-        assert ref and ref[0].required, f"secret {name} needs its host path as ${{VAR:?...}}"
-    assert all(u.startswith("https://") for u in healthcheck_urls(streamlit["healthcheck"]["test"]))
-    entrypoint = (specs.ROOT / "frontend" / "entrypoint.sh").read_text()
-    assert "STREAMLIT_SSL_CERT_FILE" in entrypoint and "--server.sslCertFile" in entrypoint
+def test_the_proxy_terminates_tls_in_front_of_plain_http_streamlit(deploy: dict) -> None:
+    streamlit, proxy = deploy["services"]["streamlit"], deploy["services"]["proxy"]
+    assert not any(k.startswith("STREAMLIT_SSL_") for k in streamlit["environment"])
+    assert all(u.startswith("http://") for u in healthcheck_urls(streamlit["healthcheck"]["test"]))
+    assert "./proxy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    caddyfile = (specs.ROOT / "proxy" / "Caddyfile").read_text()
+    upstreams = re.findall(r"\{\$[A-Z]+_UPSTREAM:([a-z-]+):(\d+)\}", caddyfile)
+    expected = {"streamlit", "backend", "airflow-api-server", "mlflow", "grafana", "prometheus"}
+    assert {h for h, _ in upstreams} == expected
+    for host, _ in upstreams:
+        assert host in deploy["services"], f"the Caddyfile proxies to {host}, which is no service"
 
 
 # ---------------------------------------------------------------- start-up order and health
@@ -247,8 +249,10 @@ def _dockerfile_of(service: dict, dockerfiles: dict[str, specs.Dockerfile]) -> s
 def test_local_and_deploy_wire_the_backend_the_same_way(local: dict, deploy: dict) -> None:
     lenv, denv = local["services"]["backend"]["environment"], deploy["services"]["backend"]["environment"]
     assert set(lenv) <= set(denv)
-    for key in ("BACKEND_URL", "MLFLOW_TRACKING_URI", "AIRFLOW_URL", "MODEL_SOURCE", "BACKEND_HOST", "BACKEND_PORT"):
+    for key in ("BACKEND_URL", "MLFLOW_TRACKING_URI", "MODEL_SOURCE", "BACKEND_HOST", "BACKEND_PORT"):
         assert lenv[key] == denv[key], key
+    # Deployed, Airflow serves everything under /airflow/ (its UI behind the HTTPS proxy).
+    assert denv["AIRFLOW_URL"] == lenv["AIRFLOW_URL"].rstrip("/") + "/airflow"
     assert denv["ENVIRONMENT"] == "production"
     assert local["services"]["backend"]["environment"]["BACKEND_HOST"] == "0.0.0.0"
 
@@ -340,7 +344,7 @@ def _native_command(words: list[str]) -> list[str]:
 def test_containers_run_the_native_entrypoints(path: Path, dockerfiles: dict[str, specs.Dockerfile]) -> None:
     native = specs.native_scripts_text()
     for name, service in _project_services(specs.load_yaml(path)).items():
-        if name == "minio-init":
+        if name in ("minio-init", "secrets-check"):  # no native counterpart: Compose-only one-offs
             continue
         for command in _native_command(specs.effective_command(service, _dockerfile_of(service, dockerfiles))):
             program, *args = command.split()

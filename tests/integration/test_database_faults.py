@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Backend, start_backend
+from tests.support.auth import operator_headers
 from tests.support.postgres import OwnPostgres
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,6 @@ def test_no_request_fails_once_postgres_is_back_after_a_restart(backend, pg_up, 
         pg_up.stop(mode)
         pg_up.start()
         answers = [c.post("/predict", files={"file": (name, data)}) for _ in range(6)]
-        answers += [c.get("/stats"), c.get("/predictions")]
+        answers += [c.get("/stats"), c.get("/predictions", headers=operator_headers())]
     assert [r.status_code for r in answers] == [200] * len(answers), [r.text for r in answers if r.status_code != 200]
     assert _stored_predictions(backend) == before + 6

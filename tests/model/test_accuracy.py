@@ -45,6 +45,24 @@ def test_evaluate_cli_prints_json_last_and_writes_png(model_dir, shared_dir, tmp
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_fine_tuning_a_hand_model_is_refused_with_a_sentence(data_dir, tmp_path) -> None:
+    import os
+
+    from tests.conftest import model_env
+
+    env = {**os.environ, **model_env(data_dir, tmp_path / "artifacts")}
+    args = ["--no-publish", "--max-per-dataset", "6", "--fine-tune-epochs", "1", "--feature-set", "mobilenet+hand"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "fine-tuning is implemented for the `mobilenet` feature set only" in proc.stderr
+
+
 def test_evaluate_cli_explains_a_missing_folder(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "src.evaluate", "--data", str(tmp_path / "nope")],
@@ -77,6 +95,8 @@ def test_fine_tuning_the_top_blocks_trains_end_to_end(data_dir, tmp_path) -> Non
             "5",
             "--fine-tune-epochs",
             "2",
+            "--feature-set",
+            "mobilenet",  # fine-tuning is implemented for the image-only model
         ],
         cwd=PROJECT_ROOT,
         env=env,

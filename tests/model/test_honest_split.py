@@ -9,8 +9,6 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
-
 from inference.model_holder import load_model_dir
 from src.data import file_sha, list_datasets, list_samples
 from src.splits import base_split
@@ -39,7 +37,7 @@ def test_gate_set_accuracy_agrees_with_held_out_accuracy(trained_model: dict, da
     settings = Settings()
     model = load_model_dir(Path(trained_model["model_dir"]), source="test")
     samples = _gate_samples(data_dir, settings, "eval")
-    probs = model.run(np.stack([model.prepare(s.path.read_bytes()) for s in samples]))
+    probs = model.run_inputs([model.prepare(s.path.read_bytes()) for s in samples])
     gate_acc = float((probs.argmax(1) == [CLASS_NAMES.index(s.label) for s in samples]).mean())
     own_acc, n_own = trained_model["accuracy"], trained_model["n_val"]
     p = (gate_acc * len(samples) + own_acc * n_own) / (len(samples) + n_own)

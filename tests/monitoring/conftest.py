@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 
 from tests.conftest import model_env
 from tests.support import db as dbs
+from tests.support.auth import operator_headers
 from tests.support.procs import PROJECT_ROOT, Proc, free_port, start, wait_http
 
 MONITORING = PROJECT_ROOT / "monitoring"
@@ -153,7 +154,7 @@ def send_traffic(backend: Backend, sample_images: dict[str, list[Path]]) -> Traf
         assert c.post("/feedback", json={"prediction_id": 10**9, "label": "rock"}).status_code == 404
         assert c.get("/no-such-route").status_code == 404
         for path in ("/health", "/ready", "/model", "/stats", "/predictions"):
-            assert c.get(path).status_code == 200, path
+            assert c.get(path, headers=operator_headers()).status_code == 200, path
     return traffic
 
 

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.auth import operator_headers
 from tests.support.procs import PROJECT_ROOT
 
 
@@ -47,7 +48,7 @@ def test_metrics_cover_the_issue_table(client, sample_images) -> None:
     assert client.post("/feedback", json={"prediction_id": pred["prediction_id"], "label": "rock"}).status_code == 200
     assert _predict(client, Path(__file__)).status_code == 415
     sha = pred["image_sha256"]
-    assert client.get(f"/images/{sha}").status_code == 200
+    assert client.get(f"/images/{sha}", headers=operator_headers()).status_code == 200
     after = scrape(client)
 
     def delta(name: str, **labels: str) -> float:

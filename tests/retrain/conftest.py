@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS
 from tests.support import db as dbs
+from tests.support.auth import NO_RATE_LIMITS
 from tests.support.fixtures import airflow_template_db  # noqa: F401
 from tests.support.procs import PROJECT_ROOT, Proc, free_port, start, wait_http
 from tests.support.proxy import SwitchableProxy
@@ -93,6 +94,7 @@ def loop_stack(tmp_path_factory, trained_model, airflow_template_db) -> Iterator
         "RETRAIN_RETRY_MAX_S": "4",
         "BACKEND_PORT": str(port),
         "RETRAIN_THRESHOLD": "3",
+        **NO_RATE_LIMITS,
     }
     loop = LoopStack(stack, backend_url, None, backend_env, db_url, workspace, run_dir, proxy)  # type: ignore[arg-type]
     try:

@@ -21,6 +21,7 @@ import pytest
 
 from tests.retrain.conftest import LoopStack
 from tests.retrain.test_loop import DAG_ID, STAGES, _unique_png, _wait_finished
+from tests.support.auth import operator_headers
 from tests.support.procs import wait_until
 from tests.support.stack import airflow_client, trigger_dag_run, wait_dag_run
 
@@ -167,7 +168,7 @@ def test_reconcile_closes_requests_whose_run_failed_or_vanished(loop_stack: Loop
                 (2, "triggered", f"rps-retrain-gone-{uuid.uuid4().hex[:6]}", 120),  # Airflow never heard of it
             )
         ]
-    c = httpx.Client(base_url=loop_stack.backend_url, timeout=30)
+    c = httpx.Client(base_url=loop_stack.backend_url, timeout=30, headers=operator_headers())  # raw errors
 
     def closed() -> bool:
         rows = {r["id"]: r for r in c.get("/retrains").json()}

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.retrain.conftest import ADMIN_TOKEN, LoopStack
+from tests.support.auth import operator_headers
 from tests.support.procs import wait_until
 from tests.support.stack import AIRFLOW_BACKEND_USER, airflow_client, wait_dag_run
 
@@ -217,7 +218,7 @@ def test_corrupt_model_version_keeps_the_old_model_serving(loop_stack: LoopStack
 
 def test_airflow_down_at_trigger_time_then_back_delivers_once(loop_stack: LoopStack, sample_images) -> None:
     loop = loop_stack
-    c = httpx.Client(base_url=loop.backend_url, timeout=30)
+    c = httpx.Client(base_url=loop.backend_url, timeout=30, headers=operator_headers())  # raw errors
     loop.airflow_proxy.enabled.clear()
     try:
         for label in ("rock", "paper", "scissors"):

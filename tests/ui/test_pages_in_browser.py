@@ -11,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.support.auth import operator_headers
 from tests.support.procs import wait_until
 from tests.ui.conftest import wait_for_app
 
@@ -133,6 +134,10 @@ def test_system_page_lists_the_retrain_request(page, ui_app, ui_backend, sample_
     page.goto(f"{ui_app.url}/system")
     wait_for_app(page)
     page.get_by_role("heading", name="Recent predictions").wait_for()
+    page.get_by_text("log in as an operator").wait_for()  # visitors: aggregates only
+    assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').count() == 0
+    page.get_by_label("Operator token", exact=True).fill(operator_headers()["Authorization"].removeprefix("Bearer "))
+    page.get_by_role("button", name="Log in").click()
     page.locator('[data-testid="stMain"] [data-testid="stImage"] img').nth(2).wait_for()  # thumbnails
     assert page.get_by_role("link", name="MLflow").is_visible()
     if response.status_code == 404:

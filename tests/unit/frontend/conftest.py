@@ -45,6 +45,7 @@ class FakeBackend:
     feedback: list[dict[str, Any]] = field(default_factory=list)
     uploads: list[dict[str, Any]] = field(default_factory=list)
     predictions: int = 0
+    hand: dict[str, Any] | None = None  # what a hand-aware model answers in `hand`
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -74,6 +75,7 @@ class FakeBackend:
                 "image_sha256": hashlib.sha256(request.content).hexdigest(),
                 "predictions_since_retrain": self.predictions % self.threshold,
                 "retrain_threshold": self.threshold,
+                "hand": self.hand,
             },
         )
 

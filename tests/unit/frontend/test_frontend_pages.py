@@ -8,6 +8,8 @@ import av
 import numpy as np
 import pytest
 
+from frontend.ui import OPERATOR_KEY
+
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
@@ -40,6 +42,30 @@ def test_upload_predicts_once_and_sends_the_correction(page, fake_backend, photo
     assert fake_backend.feedback == [{"prediction_id": 1, "label": "paper"}]
     assert "corrected to" in texts(at.success)
     assert fake_backend.predictions == 1, "a rerun must not classify the same image again"
+
+
+def test_upload_draws_the_hand_or_says_none_was_found(page, fake_backend, photo):
+    fake_backend.hand = {"found": False, "source": "none", "presence": 0.01, "box": [], "landmarks": []}
+    at = page("views/upload.py").run()
+    at.file_uploader(key="upload-file").set_value(("hand.jpg", photo, "image/jpeg"))
+    at.run()
+    assert_no_exception(at)
+    assert "No hand found" in texts(at.caption)
+
+
+def test_upload_draws_the_found_hand(page, fake_backend, photo):
+    fake_backend.hand = {
+        "found": True,
+        "source": "palm",
+        "presence": 0.97,
+        "box": [[8, 8], [56, 8], [56, 56], [8, 56]],
+        "landmarks": [[20 + i, 20 + i] for i in range(21)],
+    }
+    at = page("views/upload.py").run()
+    at.file_uploader(key="upload-file").set_value(("hand.jpg", photo, "image/jpeg"))
+    at.run()
+    assert_no_exception(at)
+    assert "Hand found (palm, presence 97%)" in texts(at.caption)
 
 
 def test_confirming_the_prediction(page, fake_backend, photo):
@@ -134,7 +160,9 @@ def test_system_page_lists_retrain_requests(page, fake_backend):
             "gate_decision": "promoted",
         },
     ]
-    at = page("views/system.py").run()
+    at = page("views/system.py")
+    at.session_state[OPERATOR_KEY] = "operator-login"
+    at.run()
     assert_no_exception(at)
     shown = texts(at.markdown)
     assert shown.index("Request #2") < shown.index("Request #1")
@@ -147,6 +175,15 @@ def test_system_page_lists_retrain_requests(page, fake_backend):
     assert ("GET", "/images/" + f"{0:064d}") in fake_backend.calls
 
 
+def test_system_page_shows_visitors_aggregates_only(page, fake_backend):
+    at = page("views/system.py").run()
+    assert_no_exception(at)
+    assert at.metric[0].value == "91.0%"
+    assert "log in as an operator" in texts(at.info)
+    assert not [c for c in fake_backend.calls if c[1] == "/predictions" or c[1].startswith("/images/")]
+    assert at.text_input[0].label == "Operator token"
+
+
 def test_system_page_folds_long_retrain_histories(page, fake_backend):
     fake_backend.retrains = [{"id": i, "state": "failed", "last_error": "boom"} for i in range(9, 0, -1)]
     at = page("views/system.py").run()
@@ -154,6 +191,15 @@ def test_system_page_folds_long_retrain_histories(page, fake_backend):
     assert "Request #5" in texts(at.markdown) and "Request #4" not in texts(at.markdown)
     assert list(at.dataframe[-1].value["Request"]) == list(range(9, 0, -1))
     assert "Last error: boom" in texts(at.caption)
+
+
+def test_system_page_says_why_a_retrain_was_skipped(page, fake_backend):
+    reason = "the training set is identical to champion v3's (digest 0123456789ab)"
+    fake_backend.retrains = [{"id": 4, "state": "skipped", "skip_reason": reason, "data_version": "abc"}]
+    at = page("views/system.py").run()
+    assert_no_exception(at)
+    assert "⏭️ skipped (no new training data)" in texts(at.markdown)
+    assert f"Skipped: {reason}" in texts(at.caption)
 
 
 def test_system_page_tolerates_a_backend_without_retrains(page, fake_backend):

@@ -95,7 +95,7 @@ def test_local_predictor_uses_the_model_holders_path():
 
         def predict_tensor(self, tensor):
             probs = {"rock": 0.7, "paper": 0.2, "scissors": 0.1}
-            return SimpleNamespace(label="rock", confidence=0.7, probabilities=probs)
+            return SimpleNamespace(label="rock", confidence=0.7, probabilities=probs, hand=None)
 
     p = LocalPredictor(Model())(frame())
     assert (p.label, p.confidence) == ("rock", 0.7)

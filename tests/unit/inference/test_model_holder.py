@@ -29,7 +29,7 @@ class SlowDecodeModel:
     def prepare(self, bgr: np.ndarray) -> np.ndarray:
         return np.zeros((8, 8, 3), np.float32)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run_inputs(self, inputs: list) -> np.ndarray:
         return np.array([[0.2, 0.7, 0.1]], np.float32)
 
 

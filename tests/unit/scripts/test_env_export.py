@@ -43,6 +43,9 @@ def test_airflow_variables_follow_the_settings() -> None:
     assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
     assert env["AIRFLOW_HOME"] == str(PROJECT_ROOT / ".run" / "airflow")
     assert env["PYTHONPATH"] == str(PROJECT_ROOT)
+    # Served under a path (the deployed /airflow/ behind the proxy): so is the execution API.
+    under = env_export.exports("airflow", settings(airflow_port=8111, airflow_ui_url="https://h/airflow/"), environ={})
+    assert under["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8111/airflow/execution/"
 
 
 def test_a_tool_variable_set_in_the_environment_wins_and_an_empty_one_does_not() -> None:

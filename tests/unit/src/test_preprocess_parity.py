@@ -27,3 +27,21 @@ def test_processed_copy_gives_the_serving_tensor(sample_images) -> None:
             np.stack(augmented_tensors(processed, 224, "mobilenet", 2, key)),
             np.stack(augmented_tensors(original, 224, "mobilenet", 2, key)),
         )
+
+
+def test_processed_full_size_copy_gives_the_serving_hand_inputs(sample_images) -> None:
+    """With FEATURE_SET=mobilenet+hand the DAG keeps decoded pixels at full size (lossless PNG):
+    the hand stage then sees exactly the frame serving saw, and MobileNet the same tensor."""
+    from utils.hand_models import model_paths
+    from utils.hands import HandDetector, hand_inputs
+    from utils.settings import get_settings
+
+    hands = HandDetector(*model_paths(get_settings().hand_models_dir, 1))
+    for path in (sample_images["rock"][0], sample_images["paper"][5]):
+        original = path.read_bytes()
+        processed = cv2.imencode(".png", decode_image(original).bgr)[1].tobytes()
+        served = hand_inputs(decode_image(original).bgr, hands, 224, "mobilenet")
+        trained = hand_inputs(decode_image(processed).bgr, hands, 224, "mobilenet")
+        np.testing.assert_array_equal(trained.image, served.image)
+        np.testing.assert_array_equal(trained.features, served.features)
+        np.testing.assert_array_equal(preprocess_image(processed, 224), preprocess_image(original, 224))

@@ -1,0 +1,156 @@
+"""The hand stage: MediaPipe's anchors, decoding and weighted NMS, the rotated crop, landmark
+features, and the real palm + landmark models on a hand pasted into a scene."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from utils.hands import (
+    HAND_FEATURES,
+    Hand,
+    HandDetector,
+    Palm,
+    RotatedRect,
+    crop,
+    decode_palms,
+    hand_inputs,
+    hand_square,
+    landmark_features,
+    palm_to_rect,
+    ssd_anchors,
+    weighted_nms,
+)
+from utils.settings import get_settings
+
+
+def test_anchors_follow_mediapipe_palm_options() -> None:
+    anchors = ssd_anchors()
+    assert anchors.shape == (2016, 2)  # num_boxes in palm_detection_cpu.pbtxt
+    # stride 8: a 24x24 map, 2 anchors per cell (aspect 1.0 + interpolated scale)
+    np.testing.assert_allclose(anchors[0], anchors[1])
+    np.testing.assert_allclose(anchors[0], [0.5 / 24, 0.5 / 24])
+    np.testing.assert_allclose(anchors[2], [1.5 / 24, 0.5 / 24])
+    # the three stride-16 layers share one 12x12 map: 6 anchors per cell
+    assert np.all(anchors[1152:1158] == anchors[1152]) and not np.all(anchors[1158] == anchors[1152])
+    np.testing.assert_allclose(anchors[-1], [11.5 / 12, 11.5 / 12])
+
+
+def test_decode_uses_anchor_offsets_sigmoid_and_threshold() -> None:
+    anchors = ssd_anchors()
+    raw = np.zeros((2016, 18), np.float32)
+    scores = np.full((2016, 1), -10.0, np.float32)
+    i = 1152 + 6 * (12 * 5 + 7)  # a stride-16 cell, column 7 row 5: centre (7.5/12, 5.5/12)
+    raw[i, :4] = [19.2, -9.6, 48.0, 96.0]  # dx, dy, w, h in 192-pixel units
+    raw[i, 4:6] = [0.0, 19.2]  # keypoint 0 one tenth below the anchor
+    scores[i] = 3.0
+    scores[i + 1] = 0.1  # sigmoid(0.1) ~ 0.52 passes; no overlap test here: same centre, zero size
+    palms = decode_palms(raw, scores, anchors)
+    top = palms[0]
+    assert top.score == pytest.approx(1 / (1 + math.exp(-3.0)))
+    cx, cy = 7.5 / 12 + 0.1, 5.5 / 12 - 0.05
+    np.testing.assert_allclose(top.box, [cx - 0.125, cy - 0.25, cx + 0.125, cy + 0.25], atol=1e-6)
+    np.testing.assert_allclose(top.keypoints[0], [7.5 / 12, 5.5 / 12 + 0.1], atol=1e-6)
+    scores[:] = -10.0
+    assert decode_palms(raw, scores, anchors) == []
+
+
+def test_weighted_nms_averages_a_cluster_by_score_and_keeps_separate_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    kps = np.zeros((3, 7, 2), np.float32)
+    kps[1] += 2.0
+    scores = np.array([0.9, 0.6, 0.7], np.float32)
+    out = weighted_nms(boxes, kps, scores)
+    assert [round(p.score, 2) for p in out] == [0.9, 0.7]
+    np.testing.assert_allclose(out[0].box, (boxes[0] * 0.9 + boxes[1] * 0.6) / 1.5, atol=1e-5)
+    np.testing.assert_allclose(out[0].keypoints, np.full((7, 2), 2.0 * 0.6 / 1.5), atol=1e-5)
+    np.testing.assert_allclose(out[1].box, boxes[2])
+
+
+def test_palm_rect_turns_the_fingers_up_shifts_and_scales() -> None:
+    kps = np.zeros((7, 2), np.float32)
+    kps[0], kps[2] = [100, 100], [140, 100]  # wrist -> middle MCP points right
+    rect = palm_to_rect(Palm(np.array([80, 80, 120, 120], np.float32), kps, 0.9))
+    assert rect.rotation == pytest.approx(math.pi / 2)
+    assert rect.width == rect.height == pytest.approx(2.6 * 40)
+    assert (rect.cx, rect.cy) == pytest.approx((120.0, 100.0))  # half a palm towards the fingers
+
+
+def test_rotated_crop_maps_corners_and_turns_the_image() -> None:
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, 150:] = 255  # the right quarter is white
+    upright = RotatedRect(100, 50, 200, 100, 0.0)
+    np.testing.assert_allclose(upright.corners(), [[0, 0], [200, 0], [200, 100], [0, 100]], atol=1e-4)
+    # "up" pointing right: the white right side becomes the top of the crop
+    turned = crop(img, RotatedRect(100, 50, 100, 200, math.pi / 2), 64)
+    assert turned[:10].mean() > 200 and turned[-20:].mean() < 20
+
+
+def _fake_hand(rng: np.random.Generator) -> np.ndarray:
+    pts = rng.uniform(-1, 1, (21, 3))
+    pts[9, :2] = [0.0, -1.0]
+    return pts.astype(np.float32)
+
+
+def test_landmark_features_ignore_position_scale_and_roll() -> None:
+    rng = np.random.default_rng(0)
+    base = _fake_hand(rng)
+    ref = landmark_features(Hand(True, "palm", 0.9, RotatedRect(0, 0, 1, 1, 0), base))
+    angle, scale, shift = 1.1, 37.0, np.array([300.0, 120.0])
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    moved = base.copy()
+    moved[:, :2] = base[:, :2] @ rot.T * scale + shift
+    moved[:, 2] = base[:, 2] * scale
+    out = landmark_features(Hand(True, "palm", 0.9, RotatedRect(0, 0, 1, 1, 0), moved))
+    assert out.shape == (HAND_FEATURES,)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert out[0] == 1.0 and np.all(out[-15:] >= 0) and np.all(out[-15:] <= 1)
+    nothing = landmark_features(Hand(False, "none", 0.1, RotatedRect(0, 0, 1, 1, 0), None))
+    assert not nothing.any()
+
+
+def test_the_classifier_sees_a_small_hand_cropped_and_a_big_one_whole() -> None:
+    pts = np.zeros((21, 3), np.float32)
+    pts[:, 0] = np.linspace(300, 400, 21)
+    pts[:, 1] = np.linspace(200, 260, 21)
+    small = hand_square(Hand(True, "palm", 0.9, RotatedRect(0, 0, 1, 1, 0), pts), 640, 480)
+    assert small is not None and small.rotation == 0.0
+    assert (small.cx, small.cy, small.width) == pytest.approx((350, 230, 130))  # 100 px + 15 % a side
+    big = hand_square(Hand(True, "palm", 0.9, RotatedRect(0, 0, 1, 1, 0), pts * 2.5), 640, 480)
+    assert big is None
+    assert hand_square(Hand(False, "none", 0.1, RotatedRect(0, 0, 1, 1, 0), None), 640, 480) is None
+
+
+@pytest.fixture(scope="module")
+def detector() -> HandDetector:
+    return HandDetector.from_dir(get_settings().hand_models_dir, 1)
+
+
+def test_palm_detector_finds_a_small_hand_in_a_scene(detector, sample_images) -> None:
+    from src.composites import background
+
+    hand = cv2.imread(str(sample_images["paper"][5]))  # a roboflow crop the palm detector finds
+    scene = background(np.random.default_rng(1))
+    x, y, side = 400, 180, 150
+    scene[y : y + side, x : x + side] = cv2.resize(hand, (side, side))
+    found = hand_inputs(scene, detector, 224, "mobilenet")
+    assert found.hand.found and found.hand.source == "palm", found.hand
+    centre = found.hand.rect.corners().mean(0)
+    assert x < centre[0] < x + side and y - side / 2 < centre[1] < y + side
+    lm = found.hand.landmarks[:, :2]
+    assert np.mean((lm[:, 0] > x - 10) & (lm[:, 0] < x + side + 10) & (lm[:, 1] > y - 10)) > 0.9
+    assert found.image.shape == (224, 224, 3) and found.features[0] == 1.0
+    body = found.hand.as_json()
+    assert len(body["box"]) == 4 and len(body["landmarks"]) == 21
+
+
+def test_no_hand_gives_the_whole_image_and_zero_features(detector) -> None:
+    blank = np.full((240, 320, 3), 127, np.uint8)
+    found = hand_inputs(blank, detector, 224, "mobilenet")
+    assert not found.hand.found and found.hand.source == "none"
+    assert not found.features.any()
+    np.testing.assert_allclose(found.image, 127 / 127.5 - 1, atol=1e-6)
+    assert found.hand.as_json()["landmarks"] == []
