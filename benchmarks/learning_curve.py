@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from src.splits import base_split  # noqa: E402
-from tests.support.auth import NO_RATE_LIMITS  # noqa: E402
 from utils.settings import Settings  # noqa: E402
 
 DATASET = "roboflow-sxsw"
@@ -213,8 +212,8 @@ def offline(feed_photos: list[Photo], test_photos: list[Photo], weights: list[fl
 
 
 def main() -> int:
-    from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS
-    from tests.retrain.conftest import make_workspace
+    from tests.conftest import DATASETS
+    from tests.retrain.conftest import loop_backend_env, loop_env, make_workspace
     from tests.support import db as dbs
     from tests.support.procs import free_port, start, wait_http
     from tests.support.stack import start_stack
@@ -242,28 +241,17 @@ def main() -> int:
     db_url = dbs.create_db(name)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    shared = {
-        "DATABASE_URL": db_url,
-        "DATA_WORKSPACE": str(make_workspace(run_dir / "workspace")),
-        "ARTIFACTS_DIR": str(TEST_RUN_DIR / "artifacts"),
-        "BACKBONE_WEIGHTS": str(WEIGHTS),
-        "RETRAIN_AUG_COPIES": str(args.aug_copies),
-        "BACKEND_URL": url,
-        "ADMIN_TOKEN": "bench-admin-token",
-        "RPS_DATASET_DIRS": "",
-    }
+    shared = loop_env(
+        str(make_workspace(run_dir / "workspace")),
+        db_url,
+        url,
+        RETRAIN_AUG_COPIES=str(args.aug_copies),
+        ADMIN_TOKEN="bench-admin-token",
+        RETRAIN_EPOCHS=str(Settings.model_fields["retrain_epochs"].default),  # as `make up` trains
+    )
     t0 = time.monotonic()
     stack = start_stack(run_dir / "stack", env=shared)
-    env = {
-        **shared,
-        **stack.env,
-        "MODEL_SOURCE": "mlflow",
-        "BACKEND_PORT": str(port),
-        "DISPATCHER_POLL_S": "1",
-        "MODEL_POLL_SECONDS": "2",
-        "RETRAIN_THRESHOLD": str(args.batch),
-        **NO_RATE_LIMITS,  # one "user" feeding photos as fast as the API answers
-    }
+    env = loop_backend_env(shared, stack, port, RETRAIN_THRESHOLD=str(args.batch))
     backend = None
     try:
         from Database_connection.db import migrate

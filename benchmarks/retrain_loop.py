@@ -27,11 +27,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS  # noqa: E402
-from tests.retrain.conftest import make_workspace  # noqa: E402
+from tests.conftest import DATASETS  # noqa: E402
+from tests.retrain.conftest import loop_backend_env, loop_env, make_workspace  # noqa: E402
 from tests.retrain.test_loop import DAG_ID, STAGES, _unique_png  # noqa: E402
 from tests.support import db as dbs  # noqa: E402
-from tests.support.auth import NO_RATE_LIMITS  # noqa: E402
 from tests.support.procs import free_port, start, wait_http, wait_until  # noqa: E402
 from tests.support.stack import AIRFLOW_BACKEND_USER, airflow_client, start_stack, wait_dag_run  # noqa: E402
 
@@ -52,31 +51,17 @@ def main() -> int:
     db_url = dbs.create_db(name)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    shared = {
-        "DATABASE_URL": db_url,
-        "DATA_WORKSPACE": str(make_workspace(run_dir / "workspace")),
-        "ARTIFACTS_DIR": str(TEST_RUN_DIR / "artifacts"),
-        "BACKBONE_WEIGHTS": str(WEIGHTS),
-        "RETRAIN_AUG_COPIES": str(args.aug_copies),
-        "RETRAIN_EPOCHS": "25",
-        "BACKEND_URL": url,
-        "ADMIN_TOKEN": "bench-admin-token",
-        "RPS_DATASET_DIRS": "",
-    }
+    shared = loop_env(
+        str(make_workspace(run_dir / "workspace")),
+        db_url,
+        url,
+        RETRAIN_AUG_COPIES=str(args.aug_copies),
+        ADMIN_TOKEN="bench-admin-token",
+    )
     t0 = time.monotonic()
     stack = start_stack(run_dir / "stack", env=shared)
     print(f"stack cold start: {time.monotonic() - t0:.1f}s")
-    env = {
-        **shared,
-        **stack.env,
-        "MODEL_DIR": args.model_dir,
-        "MODEL_SOURCE": "mlflow",
-        "BACKEND_PORT": str(port),
-        "DISPATCHER_POLL_S": "1",
-        "MODEL_POLL_SECONDS": "2",
-        "RETRAIN_THRESHOLD": "3",
-        **NO_RATE_LIMITS,
-    }
+    env = loop_backend_env(shared, stack, port, MODEL_DIR=args.model_dir)
     backend = start("backend", [sys.executable, "main.py"], env, run_dir / "logs")
     images = sorted((DATASETS / "roboflow-sxsw" / "rock").iterdir())
     try:

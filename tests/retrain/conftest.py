@@ -58,15 +58,9 @@ def make_workspace(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def loop_stack(tmp_path_factory, trained_model, airflow_template_db) -> Iterator[LoopStack]:  # noqa: F811
-    run_dir = tmp_path_factory.mktemp("loop")
-    name = dbs.unique_name("rps_loop")
-    db_url = dbs.create_db(name)
-    workspace = make_workspace(run_dir / "workspace")
-    port = free_port()
-    backend_url = f"http://127.0.0.1:{port}"
-    shared = {
+def loop_env(workspace: Path, db_url: str, backend_url: str, **overrides: str) -> dict[str, str]:
+    """Settings shared by an isolated loop's services, stage CLIs and backend (tests, benchmarks)."""
+    return {
         "DATABASE_URL": db_url,
         "DATA_WORKSPACE": str(workspace),
         # the session's trained model cached every image's features here: retraining reuses them
@@ -76,26 +70,47 @@ def loop_stack(tmp_path_factory, trained_model, airflow_template_db) -> Iterator
         "RETRAIN_EPOCHS": "25",
         "BACKEND_URL": backend_url,
         "ADMIN_TOKEN": ADMIN_TOKEN,
-        "REGISTERED_MODEL_NAME": "rps-classifier",
         "RPS_DATASET_DIRS": "",
+        **overrides,
     }
-    stack = start_stack(run_dir / "stack", env=shared, airflow_template_db=airflow_template_db)
-    # the backend reaches Airflow through a proxy that a test can switch off ("Airflow down")
-    proxy = SwitchableProxy(int(stack.airflow.url.rsplit(":", 1)[1]))
-    backend_env = {
+
+
+def loop_backend_env(shared: dict[str, str], stack: Stack, port: int, **overrides: str) -> dict[str, str]:
+    """The backend of an isolated loop: the stack's services, champion polling, a fast dispatcher."""
+    return {
         **shared,
         **stack.env,
-        "AIRFLOW_URL": proxy.url,
-        "MODEL_DIR": trained_model["model_dir"],
         "MODEL_SOURCE": "mlflow",
         "MODEL_POLL_SECONDS": "2",
         "DISPATCHER_POLL_S": "1",
-        "RETRAIN_RETRY_INITIAL_S": "1",
-        "RETRAIN_RETRY_MAX_S": "4",
         "BACKEND_PORT": str(port),
         "RETRAIN_THRESHOLD": "3",
         **NO_RATE_LIMITS,
+        **overrides,
     }
+
+
+@pytest.fixture(scope="module")
+def loop_stack(tmp_path_factory, trained_model, airflow_template_db) -> Iterator[LoopStack]:  # noqa: F811
+    run_dir = tmp_path_factory.mktemp("loop")
+    name = dbs.unique_name("rps_loop")
+    db_url = dbs.create_db(name)
+    workspace = make_workspace(run_dir / "workspace")
+    port = free_port()
+    backend_url = f"http://127.0.0.1:{port}"
+    shared = loop_env(workspace, db_url, backend_url, REGISTERED_MODEL_NAME="rps-classifier")
+    stack = start_stack(run_dir / "stack", env=shared, airflow_template_db=airflow_template_db)
+    # the backend reaches Airflow through a proxy that a test can switch off ("Airflow down")
+    proxy = SwitchableProxy(int(stack.airflow.url.rsplit(":", 1)[1]))
+    backend_env = loop_backend_env(
+        shared,
+        stack,
+        port,
+        AIRFLOW_URL=proxy.url,
+        MODEL_DIR=trained_model["model_dir"],
+        RETRAIN_RETRY_INITIAL_S="1",
+        RETRAIN_RETRY_MAX_S="4",
+    )
     loop = LoopStack(stack, backend_url, None, backend_env, db_url, workspace, run_dir, proxy)  # type: ignore[arg-type]
     try:
         loop.start_backend()
