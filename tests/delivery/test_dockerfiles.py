@@ -101,6 +101,13 @@ def test_backbone_weights_build_argument(name: str, dockerfiles: dict[str, specs
     assert not specs.read_ignore(specs.ignore_file_for(df.path)).excluded(default_file)
 
 
+@pytest.mark.parametrize("name", WITH_WEIGHTS)
+def test_images_that_train_or_serve_carry_the_hand_models(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
+    runtime = dockerfiles[name].stage("runtime")
+    assert any("utils.hand_models import fetch" in i.args and "/opt/hand-models" in i.args for i in runtime.all("RUN"))
+    assert any(i.args == "HAND_MODELS_DIR=/opt/hand-models" for i in runtime.all("ENV"))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_copied_paths_exist_and_are_in_the_build_context(name: str, dockerfiles: dict[str, specs.Dockerfile]) -> None:
     df = dockerfiles[name]

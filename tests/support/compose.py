@@ -40,7 +40,6 @@ COMPOSE_BIN = Path(sys.executable).parent / "docker-compose"
 WEIGHTS_NAME = "mobilenet_2_5_224_tf_no_top.h5"
 # Services of docker-compose.yml that the test stack runs (Grafana's image cannot be obtained here).
 UNAVAILABLE = ("grafana",)
-TEST_TAG = "composetest"
 BUILT = ("backend", "streamlit", "mlflow", "airflow-init", "trainer")
 
 
@@ -184,7 +183,9 @@ class ComposeProject:
             "COMPOSE_PROJECT_NAME": name,
             "REGISTRY": "localhost",
             "IMAGE_PREFIX": "rps",
-            "TAG": TEST_TAG,
+            # Per run: two checkouts testing at once must not retag each other's images (Compose
+            # would recreate the running containers on the other image).
+            "TAG": name,
             # The five images build FROM the cached base, named by its hash.
             "BASE_TAG": base.tag,
             "BACKBONE_WEIGHTS_SOURCE": "local",
@@ -192,9 +193,9 @@ class ComposeProject:
             "RETRAIN_THRESHOLD": "3",
             "RPS_SHARED_DIR": str(SHARED),  # the trainer's datasets, mounted read-only at /shared
         }
-        # The base image is localhost/rps-base:<hash>; the project's images localhost/rps-<service>:composetest.
+        # The base image is localhost/rps-base:<hash>; the run's images localhost/rps-<service>:<project>.
         override = workdir / "compose.override.yml"
-        override.write_text(yaml.safe_dump(override_for(images, f"localhost/rps-mlflow:{TEST_TAG}"), sort_keys=False))
+        override.write_text(yaml.safe_dump(override_for(images, f"localhost/rps-mlflow:{name}"), sort_keys=False))
         return cls(name, workdir, env, override)
 
     def compose(self, *args: str, timeout: float = 1800) -> str:
@@ -238,6 +239,10 @@ class ComposeProject:
                     subprocess.run(["docker", *args, *left[kind]], env=self.env, capture_output=True, timeout=300)
             if left["networks"]:
                 subprocess.run(["docker", "network", "rm", *left["networks"]], env=self.env, capture_output=True)
+            # This run's images (the base and the stand-ins stay cached), then untagged leftovers.
+            mine = [f"localhost/rps-{s}:{self.name}" for s in ("backend", "streamlit", "mlflow", "airflow", "trainer")]
+            subprocess.run(["docker", "rmi", *mine], env=self.env, capture_output=True, timeout=300)
+            subprocess.run(["docker", "image", "prune", "-f"], env=self.env, capture_output=True, timeout=300)
         return left
 
 
