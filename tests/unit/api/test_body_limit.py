@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import Message
 
@@ -49,7 +50,9 @@ def _run(app, body_chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> t
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
-    asyncio.run(BodySizeLimit(app, limit=LIMIT)(scope, receive, send))
+    # A fresh loop in its own thread: a browser test earlier in the session may leave one running here.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, BodySizeLimit(app, limit=LIMIT)(scope, receive, send)).result()
     return sent, consumed
 
 
