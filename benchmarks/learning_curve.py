@@ -213,9 +213,9 @@ def offline(feed_photos: list[Photo], test_photos: list[Photo], weights: list[fl
 
 def main() -> int:
     from tests.conftest import DATASETS
-    from tests.retrain.conftest import loop_backend_env, loop_env, make_workspace
+    from tests.retrain.conftest import benchmark_loop, loop_backend_env
     from tests.support import db as dbs
-    from tests.support.procs import free_port, start, wait_http
+    from tests.support.procs import start, wait_http
     from tests.support.stack import start_stack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -236,19 +236,12 @@ def main() -> int:
         rows = offline(feed_photos, test_photos, weights, [int(n) for n in args.fed.split(",")], args.aug_copies)
         print(json.dumps({"user": args.user, "test_photos": len(test_photos), "offline": rows}))
         return 0
-    run_dir = Path(tempfile.mkdtemp(prefix="rps-learning-curve-"))
-    name = dbs.unique_name("rps_curve")
-    db_url = dbs.create_db(name)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    shared = loop_env(
-        str(make_workspace(run_dir / "workspace")),
-        db_url,
-        url,
+    run_dir, name, db_url, port, shared = benchmark_loop(
+        "learning-curve",
         RETRAIN_AUG_COPIES=str(args.aug_copies),
-        ADMIN_TOKEN="bench-admin-token",
         RETRAIN_EPOCHS=str(Settings.model_fields["retrain_epochs"].default),  # as `make up` trains
     )
+    url = shared["BACKEND_URL"]
     t0 = time.monotonic()
     stack = start_stack(run_dir / "stack", env=shared)
     env = loop_backend_env(shared, stack, port, RETRAIN_THRESHOLD=str(args.batch))

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import DATASETS  # noqa: E402
-from tests.retrain.conftest import loop_backend_env, loop_env, make_workspace  # noqa: E402
+from tests.retrain.conftest import benchmark_loop, loop_backend_env  # noqa: E402
 from tests.retrain.test_loop import DAG_ID, STAGES, _unique_png  # noqa: E402
 from tests.support import db as dbs  # noqa: E402
-from tests.support.procs import free_port, start, wait_http, wait_until  # noqa: E402
+from tests.support.procs import start, wait_http, wait_until  # noqa: E402
 from tests.support.stack import AIRFLOW_BACKEND_USER, airflow_client, start_stack, wait_dag_run  # noqa: E402
 
 
@@ -46,18 +45,11 @@ def main() -> int:
     parser.add_argument("--aug-copies", type=int, default=0)
     parser.add_argument("--model-dir", default=str(ROOT / "artifacts" / "model"))
     args = parser.parse_args()
-    run_dir = Path(tempfile.mkdtemp(prefix="rps-loop-bench-"))
-    name = dbs.unique_name("rps_bench")
-    db_url = dbs.create_db(name)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    shared = loop_env(
-        str(make_workspace(run_dir / "workspace")),
-        db_url,
-        url,
+    run_dir, name, _, port, shared = benchmark_loop(
+        "loop-bench",
         RETRAIN_AUG_COPIES=str(args.aug_copies),
-        ADMIN_TOKEN="bench-admin-token",
     )
+    url = shared["BACKEND_URL"]
     t0 = time.monotonic()
     stack = start_stack(run_dir / "stack", env=shared)
     print(f"stack cold start: {time.monotonic() - t0:.1f}s")

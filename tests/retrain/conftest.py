@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,22 @@ def loop_env(workspace: Path, db_url: str, backend_url: str, **overrides: str) -
         "RPS_DATASET_DIRS": "",
         **overrides,
     }
+
+
+def benchmark_loop(prefix: str, **overrides: str) -> tuple[Path, str, str, int, dict[str, str]]:
+    """A benchmark's isolated loop: (run dir, database name, database URL, backend port, settings)."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"rps-{prefix}-"))
+    name = dbs.unique_name(f"rps_{prefix.replace('-', '_')}")
+    db_url = dbs.create_db(name)
+    port = free_port()
+    shared = loop_env(
+        make_workspace(run_dir / "workspace"),
+        db_url,
+        f"http://127.0.0.1:{port}",
+        ADMIN_TOKEN="bench-admin-token",
+        **overrides,
+    )
+    return run_dir, name, db_url, port, shared
 
 
 def loop_backend_env(shared: dict[str, str], stack: Stack, port: int, **overrides: str) -> dict[str, str]:
