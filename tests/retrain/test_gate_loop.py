@@ -11,7 +11,6 @@ reconcile() closes requests whose DAG run failed or vanished in Airflow.
 from __future__ import annotations
 
 import csv
-import math
 import time
 import uuid
 from pathlib import Path
@@ -87,15 +86,9 @@ def test_a_better_challenger_is_promoted_through_the_loop(loop_stack: LoopStack,
     assert {"eval/roboflow-sxsw", "eval/seed-drgfreeman", "eval/class/paper"} <= set(challenger)
     _serving(c, request["model_version_after"])
     ml = _ml(loop_stack)
-    run = ml.get_run(ml.get_model_version(MODEL, details["challenger_version"]).run_id)
-    metrics = run.data.metrics
+    metrics = ml.get_run(ml.get_model_version(MODEL, details["challenger_version"]).run_id).data.metrics
     assert metrics["gate_challenger_eval_roboflow-sxsw_accuracy"] == challenger["eval/roboflow-sxsw"]["accuracy"]
     assert "gate_mcnemar_all_p_worse" in metrics
-    # the new champion's gate-set accuracy agrees with its own held-out accuracy (3 standard errors)
-    gate_acc, n_gate = challenger["eval"]["accuracy"], challenger["eval"]["n"]
-    own_acc, n_own = metrics["accuracy"], int(run.data.params["n_val"])
-    p = (gate_acc * n_gate + own_acc * n_own) / (n_gate + n_own)
-    assert abs(gate_acc - own_acc) < 3 * math.sqrt(p * (1 - p) * (1 / n_gate + 1 / n_own)), (gate_acc, own_acc)
 
 
 def test_a_worse_challenger_is_rejected_and_the_champion_keeps_serving(loop_stack: LoopStack) -> None:
