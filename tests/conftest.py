@@ -12,12 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiortc  # noqa: F401  # before any test imports TensorFlow: see below
 import httpx
 import pytest
 
 from tests.support import db as dbs
 from tests.support.auth import NO_RATE_LIMITS
 from tests.support.procs import PROJECT_ROOT, Proc, free_port, start, wait_http
+
+# `import tensorflow` then `import aiortc` (streamlit-webrtc's WebRTC stack) segfaults in
+# pylibsrtp's start-up; the other order works. Some tests build Keras models in this process
+# and the live-page tests import streamlit-webrtc later, so aiortc is loaded first, above.
 
 SHARED = Path(os.environ.get("RPS_SHARED_DIR", PROJECT_ROOT.parent / "shared")).resolve()
 DATASETS = SHARED / "datasets" / "rps"
