@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 from starlette.types import Message
 
@@ -49,7 +50,10 @@ def _run(app, body_chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> t
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
-    asyncio.run(BodySizeLimit(app, limit=LIMIT)(scope, receive, send))
+    # A thread of its own: another test's library (Playwright) may leave a loop running in this one.
+    worker = threading.Thread(target=asyncio.run, args=(BodySizeLimit(app, limit=LIMIT)(scope, receive, send),))
+    worker.start()
+    worker.join(10)
     return sent, consumed
 
 
