@@ -14,6 +14,12 @@ are sent through `/predict` then `/feedback` with their true label, `--batch` at
 only classified (`/predict?store=false`: never stored, never trained on). After each
 retrain settles (promoted and served, rejected or skipped), the served model's accuracy on
 the test photos is recorded. Prints a table and a JSON line; writes a PNG plot.
+
+    .venv/bin/python benchmarks/learning_curve.py --offline --weights 1,4 [--fed 0,10,20,26]
+
+measures the effect of USER_SAMPLE_WEIGHT without the stack: the first champion's recipe
+(src.train on the trainable base data, RETRAIN_AUG_COPIES copies) plus the first N feed photos
+as user images (minus the user hold-out), scored on the same test photos.
 """
 
 from __future__ import annotations
@@ -145,6 +151,67 @@ def plot(rows: list[dict], png: Path, title: str) -> Path:
     return png
 
 
+def offline(feed_photos: list[Photo], test_photos: list[Photo], weights: list[float], fed: list[int], aug: int) -> list:
+    """User-weight sweep with src.train directly (same split, guard and features as the DAG)."""
+    import numpy as np
+
+    from inference.model_holder import load_model_dir
+    from src.data import Sample, file_sha, list_datasets, list_samples
+    from src.splits import USER_DATASET, early_stopping_split, user_split
+    from src.train import TrainConfig, assemble_samples, train
+    from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS
+    from utils.settings import CLASS_NAMES
+
+    data_dir = Path(tempfile.mkdtemp(prefix="rps-curve-data-"))
+    (data_dir / "raw").mkdir()
+    for ds in DATASETS.iterdir():
+        (data_dir / "raw" / ds.name).symlink_to(ds)
+    results = []
+    for weight in weights:
+        settings = Settings(
+            data_dir=data_dir,
+            artifacts_dir=TEST_RUN_DIR / "artifacts",
+            backbone_weights=str(WEIGHTS),
+            mlflow_tracking_uri="",
+            user_sample_weight=weight,
+        )
+        gate_samples = [
+            s
+            for root in list_datasets(data_dir / "raw")
+            for s in list_samples(root)
+            if base_split(s.group, settings) == "eval"
+        ]
+        gate = {file_sha(s.path) for s in gate_samples}
+        config = TrainConfig(epochs=settings.retrain_epochs, aug_copies=aug)
+        pool = [s for part in assemble_samples(settings, config) for s in part]
+        for n in fed:
+            if n == 0 and results:
+                continue  # no user images: the weight changes nothing
+            shas = [(p, file_sha(p.path)) for p in feed_photos[:n]]
+            users = [
+                Sample(p.path, p.label, f"db:{sha}", USER_DATASET, sha)
+                for p, sha in shas
+                if user_split(sha, settings) == "train"
+            ]
+            result = train(settings, config, splits=early_stopping_split(pool + users, 0.15), forbidden=gate)
+            model = load_model_dir(result.model_dir, source="offline")
+
+            def score(photos) -> float:
+                probs = model.run(np.stack([model.prepare(p.path.read_bytes()) for p in photos]))  # noqa: B023
+                return round(float((probs.argmax(1) == [CLASS_NAMES.index(p.label) for p in photos]).mean()), 4)
+
+            row = {
+                "weight": weight,
+                "fed": n,
+                "trained_user_images": len(users),
+                "accuracy": score(test_photos),
+                "gate_eval_accuracy": score(gate_samples),
+            }
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    return results
+
+
 def main() -> int:
     from tests.conftest import DATASETS, TEST_RUN_DIR, WEIGHTS
     from tests.retrain.conftest import make_workspace
@@ -158,10 +225,18 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--aug-copies", type=int, default=2, help="RETRAIN_AUG_COPIES")
     parser.add_argument("--png", type=Path, default=ROOT / "artifacts" / "benchmarks" / "learning_curve.png")
+    parser.add_argument("--offline", action="store_true", help="sweep USER_SAMPLE_WEIGHT with src.train, no stack")
+    parser.add_argument("--weights", default="1,4")
+    parser.add_argument("--fed", default="0,10,20,26")
     args = parser.parse_args()
 
     feed_photos, test_photos = user_photos(DATASETS / DATASET, args.user, Settings())
     print(f"user {args.user}: {len(feed_photos)} photos to label, {len(test_photos)} to test on")
+    if args.offline:
+        weights = [float(w) for w in args.weights.split(",")]
+        rows = offline(feed_photos, test_photos, weights, [int(n) for n in args.fed.split(",")], args.aug_copies)
+        print(json.dumps({"user": args.user, "test_photos": len(test_photos), "offline": rows}))
+        return 0
     run_dir = Path(tempfile.mkdtemp(prefix="rps-learning-curve-"))
     name = dbs.unique_name("rps_curve")
     db_url = dbs.create_db(name)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from src.data import Sample, group_split
+from src.data import Sample
 from src.extract import read_manifest
 from src.registry import log_training_run
-from src.splits import training_set_digest
+from src.splits import early_stopping_split, training_set_digest
 from src.train import TrainConfig, train
 from src.versioning import dvc_file
 from utils.settings import Settings
@@ -55,7 +55,7 @@ def retrain_model(
     samples = processed_samples(workspace, "train")
     if len({s.label for s in samples}) < 3:
         raise ValueError("the training data must hold all three classes")
-    splits = group_split(samples, 0.15, seed=0)
+    splits = early_stopping_split(samples, 0.15)
     config = TrainConfig(epochs=epochs or settings.retrain_epochs, aug_copies=settings.retrain_aug_copies)
     log_file = settings.artifacts_dir / "logs" / f"retrain-{request_id or 'manual'}-{data_version[:8]}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,17 @@ def user_split(sha256: str, settings: Settings) -> UserSplit:
     return "holdout" if _unit("user", sha256) < settings.user_holdout_fraction else "train"
 
 
+def early_stopping_split(samples: list, fraction: float) -> tuple[list, list]:
+    """(fit, val) by group hash: adding user images never reshuffles which base groups the
+    model fits on, so a retrain differs from the champion by the new data, not by a new split.
+    User images are always fitted: there are few, and they are what the retrain is for."""
+    fit, val = [], []
+    for s in samples:
+        held = s.dataset != USER_DATASET and _unit("early-stopping", s.group) < fraction
+        (val if held else fit).append(s)
+    return fit, val
+
+
 def trainable(dataset: str, group: str, sha256: str, settings: Settings) -> bool:
     """May a trainer use this image? The guard every trainer applies before fitting."""
     if dataset == USER_DATASET:

@@ -22,7 +22,7 @@ import pytest
 from tests.retrain.conftest import LoopStack
 from tests.retrain.test_loop import DAG_ID, STAGES, _unique_png, _wait_finished
 from tests.support.procs import wait_until
-from tests.support.stack import AIRFLOW_ADMIN, airflow_client, trigger_dag_run, wait_dag_run
+from tests.support.stack import airflow_client, trigger_dag_run, wait_dag_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 MODEL = "rps-classifier"
@@ -36,7 +36,8 @@ def _ml(loop: LoopStack):
 
 
 def _admin(loop: LoopStack) -> httpx.Client:
-    return airflow_client(loop.stack.airflow.url, AIRFLOW_ADMIN, loop.stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    user, password = loop.stack.airflow.extra["admin"]
+    return airflow_client(loop.stack.airflow.url, user, password)
 
 
 def _manual_run(loop: LoopStack, conf: dict) -> tuple[dict, dict[str, str]]:
