@@ -265,13 +265,18 @@ def main() -> int:
     }
     backend = None
     try:
-        subprocess.run(  # the first champion, as `make up` trains it
+        from Database_connection.db import migrate
+
+        migrate(db_url)  # as `make up` does before anything else
+        first = subprocess.run(  # the first champion, as `make up` trains it
             [sys.executable, "-m", "src.pipeline", "all", "--if-no-champion"],
             env={**os.environ, **env},
             cwd=ROOT,
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if first.returncode != 0:
+            raise RuntimeError(f"the first champion failed:\n{first.stderr[-3000:]}")
         print(f"stack + first champion: {time.monotonic() - t0:.0f}s")
         backend = start("backend", [sys.executable, "main.py"], env, run_dir / "logs")
         wait_http(f"{url}/ready", 120, backend)
