@@ -148,4 +148,6 @@ class ModelSync:
             try:
                 self.poll_once()
             except Exception as exc:  # noqa: BLE001 - the next poll retries
-                log.warning("model poll failed: %s", exc)
+                # Once per outage at warning level; the retries of the same outage at debug.
+                level = logging.WARNING if self._lookup_failures <= 1 else logging.DEBUG
+                log.log(level, "model poll failed (%d in a row): %s", max(self._lookup_failures, 1), exc)

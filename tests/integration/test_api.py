@@ -212,3 +212,15 @@ def test_store_false_classifies_without_storing_or_counting(client, db_url, samp
     r = client.post("/predict", params={"store": "false"}, files={"file": (path.name, path.read_bytes())})
     assert r.status_code == 200 and r.json()["prediction_id"] is None and r.json()["label"] == "rock"
     assert _counts(db_url) == (0, 0, 0)
+
+
+def test_a_phone_photo_with_a_trailer_is_stored_with_its_upright_size(client, db_url) -> None:
+    """EXIF orientation 6 (held upright, stored sideways) and data after the end marker."""
+    from tests.unit.utils.test_images import phone_jpeg
+
+    data = phone_jpeg(1600, 1200, orientation=6) + b"SEFH" + b"\x00" * 512 + b"SEFT"
+    for route, extra in (("/predict", {}), ("/upload", {"label": "paper"})):
+        r = client.post(route, files={"file": ("phone.jpg", data)}, data=extra)
+        assert r.status_code == 200, (route, r.text)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT width, height, size_bytes FROM images").fetchall() == [(1200, 1600, len(data))]

@@ -134,3 +134,39 @@ def test_a_small_chunked_upload_is_accepted(backend, sample_images) -> None:
         f"{backend.url}/predict", params={"store": "false"}, content=_chunks(body, 4096), headers=CONTENT_TYPE
     )
     assert r.status_code == 200 and r.json()["label"] == "paper", r.text
+
+
+def test_more_uploads_than_slots_get_503_busy_with_retry_after(
+    template_db: str, model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """One decode/inference slot and no queue wait: of 8 simultaneous 40 MP photos some are
+    answered, the rest get 503 `busy` with Retry-After; none fails otherwise. (Arrival order
+    is up to the machine, so up to three bursts are sent until both answers were seen.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support import db as dbs
+    from tests.unit.utils.test_images import phone_jpeg
+
+    name = dbs.unique_name("rps_busy")
+    url = dbs.create_db(name, template=template_db)
+    env = {"MAX_CONCURRENT_PREDICTIONS": "1", "PREDICTION_QUEUE_S": "0"}
+    started = start_backend(url, model_dir, data_dir, tmp_path, **env)
+    photo = phone_jpeg(7200, 5500, thumbnail=False)
+
+    def send(_: int) -> httpx.Response:
+        return httpx.post(f"{started.url}/predict?store=false", files={"file": ("p.jpg", photo)}, timeout=60)
+
+    answers: list[httpx.Response] = []
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(3):
+                answers += pool.map(send, range(8))
+                if {r.status_code for r in answers} == {200, 503}:
+                    break
+    finally:
+        started.proc.stop()
+        dbs.drop_db(name)
+    assert {r.status_code for r in answers} == {200, 503}, [r.status_code for r in answers]
+    for r in answers:
+        if r.status_code == 503:
+            assert r.json()["code"] == "busy" and int(r.headers["Retry-After"]) >= 1
