@@ -97,22 +97,27 @@ def model_env(data_dir: Path, artifacts: Path) -> dict[str, str]:
     }
 
 
+def train_cli(env: dict[str, str], *args: str, timeout: float = 600) -> dict:
+    """`python -m src.train ARGS` as a user runs it (env on top of ours); its JSON summary line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="session")
 def trained_model(data_dir: Path) -> Iterator[dict]:
     """A model trained by the real CLI on both shared datasets (group split, no augmentation
     copies so it takes well under a minute). Features are cached across test runs."""
-    artifacts = TEST_RUN_DIR / "artifacts"
-    env = {**os.environ, **model_env(data_dir, artifacts)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "src.train", "--aug-copies", "0", "--epochs", "40", "--no-publish"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    summary = train_cli(
+        model_env(data_dir, TEST_RUN_DIR / "artifacts"), "--aug-copies", "0", "--epochs", "40", "--no-publish"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
     yield summary
     shutil.rmtree(summary["model_dir"], ignore_errors=True)
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,30 +10,19 @@ import pytest
 
 from inference.model_holder import ModelHolder
 from src.features import training_inputs
-from tests.support.procs import PROJECT_ROOT
 from utils.images import decode_image
 
 
 @pytest.fixture(scope="module")
 def other_feature_set_model(model_dir, data_dir, tmp_path_factory) -> Path:
     """A quick model of the feature set the session's model does not use, so both are covered."""
-    from tests.conftest import model_env
+    from tests.conftest import model_env, train_cli
 
     used = json.loads((model_dir / "metadata.json").read_text())["architecture"].get("feature_set", "mobilenet")
     other = "mobilenet" if used == "mobilenet+hand" else "mobilenet+hand"
     artifacts = tmp_path_factory.mktemp("other-artifacts")
-    env = {**os.environ, **model_env(data_dir, artifacts)}
     args = ["--no-publish", "--max-per-dataset", "30", "--aug-copies", "0", "--epochs", "2", "--feature-set", other]
-    proc = subprocess.run(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return Path(json.loads(proc.stdout.strip().splitlines()[-1])["model_dir"])
+    return Path(train_cli(model_env(data_dir, artifacts), *args)["model_dir"])
 
 
 @pytest.mark.parametrize("which", ["session", "other"])

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import DATASETS, start_backend
-from tests.support.procs import PROJECT_ROOT
+from tests.conftest import DATASETS, start_backend, train_cli
 
 pytestmark = [pytest.mark.slow]
 SEED_SET = "seed-drgfreeman"
@@ -73,16 +70,7 @@ def test_mobilenet_v2_alpha_1_trains_and_is_served(data_dir, template_db, tmp_pa
         "MODEL_SOURCE": "local",
         "AIRFLOW_URL": "",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "src.train", "--datasets", SEED_SET, "--aug-copies", "0", "--epochs", "60"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = train_cli(env, "--datasets", SEED_SET, "--aug-copies", "0", "--epochs", "60", timeout=900)
     model_dir = Path(summary["model_dir"])
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["architecture"]["backbone"] == "mobilenet_v2"
