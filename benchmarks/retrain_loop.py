@@ -44,10 +44,15 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="skip the data bootstrap `make up` does once")
     parser.add_argument("--aug-copies", type=int, default=0)
     parser.add_argument("--model-dir", default=str(ROOT / "artifacts" / "model"))
+    parser.add_argument(
+        "--artifacts-dir",
+        help="where retrains keep models and the feature cache (default: the test session's, .run/test/artifacts)",
+    )
     args = parser.parse_args()
     run_dir, name, _, port, shared = benchmark_loop(
         "loop-bench",
         RETRAIN_AUG_COPIES=str(args.aug_copies),
+        **({"ARTIFACTS_DIR": str(Path(args.artifacts_dir).resolve())} if args.artifacts_dir else {}),
     )
     url = shared["BACKEND_URL"]
     t0 = time.monotonic()
