@@ -20,8 +20,8 @@ class HandResult(BaseModel):
     """Where the hand stage found the hand, in the uploaded image's pixels."""
 
     found: bool = Field(description="false: no hand was found; the whole image was classified")
-    source: Literal["palm", "rotation", "none"] = Field(
-        description="palm detector, the whole-image rotation search, or none"
+    source: Literal["palm", "rotation", "search", "none"] = Field(
+        description="palm detector, the whole-image rotation search, the search over weak palm candidates, or none"
     )
     presence: float = Field(ge=0, le=1)
     box: list[list[float]] = Field(description="the (rotated) crop's 4 corners [x, y]")

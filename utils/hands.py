@@ -9,9 +9,13 @@ It follows MediaPipe Hands (`palm_detection_cpu.pbtxt`, `palm_detection_detectio
    a palm towards the fingers, 2.6x the palm) that is cropped to 224x224;
 3. the landmark model gives 21 landmarks and a presence score on that crop.
 
-When no palm is found, or its crop holds no hand (presence < 0.5), the fallback is the whole
-image at the best of its four 90-degree rotations (tight crops often defeat the palm
-detector). The crop is also the MobileNet input, so the classifier sees the hand, not the room.
+When no palm is found, or its crop holds no hand (presence < 0.5), the fallbacks are, in
+order: the whole image at the best of its four 90-degree rotations (tight crops often defeat
+the palm detector); the palm detector on overlapping tiles (a small hand in a big frame); and
+a search over the detector's weak candidates (score >= 0.02), each at four quarter turns, with
+the landmark model's presence score as the judge (sideways or cut-off hands in a scene, which
+the detector scores low). The crop is also the MobileNet input, so the classifier sees the
+hand, not the room.
 Training, serving, the DAG and the webcam client all call `hand_inputs`; serving never imports
 TensorFlow (LiteRT only).
 """
@@ -35,6 +39,13 @@ MAX_PALMS_TRIED = 3  # landmark runs on the best palms until one holds a hand
 TILE_FRACTION = 0.45
 TILES_PER_SIDE = 3
 PALM_SCORE_THRESHOLD = 0.5  # palm_detection_cpu.pbtxt: min_score_thresh
+# The last fallback: the detector's weak candidates, best first, each tried at four quarter turns
+# and accepted only if the landmark model sees a hand (measured on roboflow composites: finds 32 of
+# the 50 hands the stages before it miss, and a hand in 1 of 50 empty scenes).
+CANDIDATE_SCORE = 0.02
+MAX_CANDIDATES = 10
+# XNNPACK threads per interpreter: the stage runs under one lock, so both cores serve one image.
+HAND_THREADS = 2
 NMS_IOU = 0.3  # min_suppression_threshold, WEIGHTED, INTERSECTION_OVER_UNION
 # SsdAnchorsCalculatorOptions of palm_detection_cpu.pbtxt (both palm models share them).
 ANCHOR_OPTIONS: dict[str, Any] = {
@@ -53,7 +64,7 @@ ANCHOR_OPTIONS: dict[str, Any] = {
 ROI_SCALE, ROI_SHIFT_Y = 2.6, -0.5
 
 # Bump when anything above changes what the stage outputs: feature caches are keyed by it.
-HAND_STAGE_VERSION = 5
+HAND_STAGE_VERSION = 7
 # Frames are decoded at up to this many times the classifier's input side (a JPEG's reduced-scale
 # decode): the hand stage cuts a small hand out of the frame, so it needs more pixels than 224.
 DECODE_FACTOR = 4
@@ -99,11 +110,13 @@ class Palm:
     score: float
 
 
-def decode_palms(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray) -> list[Palm]:
+def decode_palms(
+    raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, min_score: float = PALM_SCORE_THRESHOLD
+) -> list[Palm]:
     """TensorsToDetectionsCalculator (x, y, w, h order, scale 192, sigmoid, clip 100) in the
     192x192 input's normalised coordinates, then weighted NMS; best first."""
     scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(-1), -100.0, 100.0)))
-    keep = np.flatnonzero(scores >= PALM_SCORE_THRESHOLD)
+    keep = np.flatnonzero(scores >= min_score)
     if keep.size == 0:
         return []
     raw, anc = raw_boxes.reshape(-1, 18)[keep] / PALM_INPUT, anchors[keep]
@@ -201,7 +214,7 @@ class Hand:
     """What the hand stage found in one image, in that image's pixels."""
 
     found: bool
-    source: str  # "palm" (palm detector), "rotation" (whole-image fallback) or "none"
+    source: str  # "palm" (palm detector), "rotation" (whole-image fallback), "search" (weak candidates) or "none"
     presence: float
     rect: RotatedRect
     landmarks: np.ndarray | None = field(default=None, repr=False)  # (21, 3): x, y in pixels, z
@@ -227,8 +240,8 @@ class HandDetector:
     def __init__(self, palm_model: Path, landmark_model: Path) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.palm = Interpreter(model_path=str(palm_model), num_threads=1)
-        self.landmark = Interpreter(model_path=str(landmark_model), num_threads=1)
+        self.palm = Interpreter(model_path=str(palm_model), num_threads=HAND_THREADS)
+        self.landmark = Interpreter(model_path=str(landmark_model), num_threads=HAND_THREADS)
         for interp in (self.palm, self.landmark):
             interp.allocate_tensors()
         self.anchors = ssd_anchors()
@@ -253,7 +266,12 @@ class HandDetector:
         return {name: np.array(interp.get_tensor(i))[0] for name, i in outputs.items()}
 
     def palms(self, rgb: np.ndarray) -> list[Palm]:
-        """Palms in image pixels, best first (letterboxed 192x192 input, zero border)."""
+        """Palms in image pixels, best first, at MediaPipe's score threshold."""
+        return self.scan(rgb)[0]
+
+    def scan(self, rgb: np.ndarray) -> tuple[list[Palm], list[Palm]]:
+        """(palms at MediaPipe's threshold, weak candidates down to CANDIDATE_SCORE) in image
+        pixels, best first, from one invoke on the letterboxed 192x192 input (zero border)."""
         h, w = rgb.shape[:2]
         scale = PALM_INPUT / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -264,20 +282,22 @@ class HandDetector:
         with self._lock:
             out = self._invoke(self.palm, canvas, self._palm_out)
         raw_boxes, raw_scores = (out["Identity"], out["Identity_1"])
-        found = decode_palms(raw_boxes, raw_scores, self.anchors)
         offset = np.array([px, py], np.float32)
 
         def back(xy: np.ndarray) -> np.ndarray:
             return (xy * PALM_INPUT - offset) / scale
 
-        return [
-            Palm(
-                box=np.concatenate([back(p.box[:2]), back(p.box[2:])]),
-                keypoints=back(p.keypoints),
-                score=p.score,
-            )
-            for p in found
-        ]
+        def decoded(min_score: float) -> list[Palm]:
+            return [
+                Palm(
+                    box=np.concatenate([back(p.box[:2]), back(p.box[2:])]),
+                    keypoints=back(p.keypoints),
+                    score=p.score,
+                )
+                for p in decode_palms(raw_boxes, raw_scores, self.anchors, min_score)
+            ]
+
+        return decoded(PALM_SCORE_THRESHOLD), decoded(CANDIDATE_SCORE)
 
     def landmarks(self, rgb: np.ndarray, rect: RotatedRect) -> tuple[np.ndarray, float, np.ndarray]:
         """(21, 3) landmarks in image pixels, presence, and the 224x224 RGB crop they came from."""
@@ -299,32 +319,56 @@ class HandDetector:
                 return Hand(True, "palm", presence, rect, lms), patch
         return None
 
-    def _tile_palms(self, rgb: np.ndarray) -> list[Palm]:
-        """Palms found in four overlapping corner tiles (60 % of the long side), in image pixels:
-        a hand a tenth of a webcam frame wide is too small for the detector's 192x192 view."""
+    def _tile_scan(self, rgb: np.ndarray) -> tuple[list[Palm], list[Palm]] | None:
+        """`scan` on a 3x3 grid of overlapping square tiles (45 % of the long side), in image
+        pixels: a hand a tenth of a webcam frame wide is too small for the detector's 192x192 view.
+        None for a frame under twice the detector's input: that is a hand crop, not a scene."""
         h, w = rgb.shape[:2]
-        side = min(int(TILE_FRACTION * max(h, w)), min(h, w)) if min(h, w) >= 2 * PALM_INPUT else 0
-        if not side:
-            return []
-        palms = []
+        if min(h, w) < 2 * PALM_INPUT:
+            return None
+        side = min(int(TILE_FRACTION * max(h, w)), min(h, w))
+        sure: list[Palm] = []
+        weak: list[Palm] = []
         n = TILES_PER_SIDE
         for y0 in sorted({round(i * (h - side) / (n - 1)) for i in range(n)}):
             for x0 in sorted({round(i * (w - side) / (n - 1)) for i in range(n)}):
                 offset = np.array([x0, y0], np.float32)
-                palms += [
-                    Palm(p.box + np.tile(offset, 2), p.keypoints + offset, p.score)
-                    for p in self.palms(rgb[y0 : y0 + side, x0 : x0 + side])
-                ]
-        return sorted(palms, key=lambda p: -p.score)
+                tile_sure, tile_weak = self.scan(rgb[y0 : y0 + side, x0 : x0 + side])
+                sure += [Palm(p.box + np.tile(offset, 2), p.keypoints + offset, p.score) for p in tile_sure]
+                weak += [Palm(p.box + np.tile(offset, 2), p.keypoints + offset, p.score) for p in tile_weak]
+        return sorted(sure, key=lambda p: -p.score), weak
+
+    def _search(self, rgb: np.ndarray, candidates: list[Palm]) -> tuple[Hand, np.ndarray] | None:
+        """The first weak candidate (best first, overlapping ones merged) whose crop at one of
+        four quarter turns holds a hand: the detector often scores sideways or cut-off palms
+        low, and gets their rotation wrong, while the landmark model still recognises them."""
+        kept: list[Palm] = []
+        for palm in sorted(candidates, key=lambda p: -p.score):
+            if len(kept) >= MAX_CANDIDATES:
+                break
+            if not kept or (_iou(palm.box, np.stack([k.box for k in kept])) <= NMS_IOU).all():
+                kept.append(palm)
+        for palm in kept:
+            base = palm_to_rect(palm)
+            for turns in range(4):
+                rect = RotatedRect(base.cx, base.cy, base.width, base.height, base.rotation + turns * math.pi / 2)
+                lms, presence, patch = self.landmarks(rgb, rect)
+                if presence >= PRESENCE_THRESHOLD:
+                    return Hand(True, "search", presence, rect, lms), patch
+        return None
 
     def find(self, rgb: np.ndarray) -> tuple[Hand, np.ndarray]:
         """The hand and the 224x224 RGB crop the classifier should see.
 
         Palm detector first (MediaPipe's path); then the whole image at the best of four
-        quarter turns (tight crops); then the palm detector on tiles (small hands in big frames).
+        quarter turns (tight crops); then the palm detector on tiles (small hands in big frames);
+        then the weak candidates of both scans. Each stage runs only when the ones before failed;
+        the last two only in scenes: a frame too small to tile is a hand crop, and the classifier
+        learnt such crops whole when no hand is found in them.
         """
         h, w = rgb.shape[:2]
-        found = self._from_palms(rgb, self.palms(rgb))
+        palms, weak = self.scan(rgb)
+        found = self._from_palms(rgb, palms)
         if found:
             return found
         best: tuple[float, RotatedRect, np.ndarray, np.ndarray] | None = None
@@ -339,9 +383,12 @@ class HandDetector:
         presence, rect, lms, patch = best
         if presence >= PRESENCE_THRESHOLD:
             return Hand(True, "rotation", presence, rect, lms), patch
-        found = self._from_palms(rgb, self._tile_palms(rgb))
-        if found:
-            return found
+        scene = self._tile_scan(rgb)
+        if scene is not None:
+            tile_palms, tile_weak = scene
+            found = self._from_palms(rgb, tile_palms) or self._search(rgb, weak + tile_weak)
+            if found:
+                return found
         upright = whole_image_rect(w, h, 0)
         return Hand(False, "none", presence, upright, None), crop(rgb, upright, LANDMARK_INPUT)
 

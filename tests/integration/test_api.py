@@ -52,7 +52,7 @@ def test_predict_returns_the_hand_box_and_landmarks(client, sample_images) -> No
     path = sample_images["paper"][5]
     hand = _predict(client, path).json()["hand"]
     h, w = cv2.imread(str(path)).shape[:2]
-    assert hand["found"] and hand["source"] in ("palm", "rotation") and hand["presence"] >= 0.5
+    assert hand["found"] and hand["source"] in ("palm", "rotation", "search") and hand["presence"] >= 0.5
     assert len(hand["box"]) == 4 and len(hand["landmarks"]) == 21
     inside = [0 <= x <= w and 0 <= y <= h for x, y in hand["landmarks"]]
     assert sum(inside) >= 18

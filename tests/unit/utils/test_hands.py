@@ -147,6 +147,25 @@ def test_palm_detector_finds_a_small_hand_in_a_scene(detector, sample_images) ->
     assert len(body["box"]) == 4 and len(body["landmarks"]) == 21
 
 
+def test_weak_candidates_find_a_sideways_hand_the_palm_pass_misses(detector, sample_images, monkeypatch) -> None:
+    from src.composites import background
+    from utils import hands
+
+    hand = cv2.imread(str(sample_images["paper"][6]))  # a roboflow crop: fingers sideways, palm cut off
+    scene = background(np.random.default_rng(1))
+    x, y, side = 400, 180, 120
+    scene[y : y + side, x : x + side] = cv2.resize(hand, (side, side))
+    found = hand_inputs(scene, detector, 224, "mobilenet")
+    assert found.hand.found and found.hand.source == "search", found.hand
+    lm = found.hand.landmarks[:, :2]
+    inside = (lm > np.array([x, y]) - 10) & (lm < np.array([x, y]) + side + 10)
+    assert np.mean(inside.all(1)) > 0.9
+    assert found.features[0] == 1.0
+    # The stages before it really miss this hand: without the candidate search nothing is found.
+    monkeypatch.setattr(hands, "MAX_CANDIDATES", 0)
+    assert hand_inputs(scene, detector, 224, "mobilenet").hand.source == "none"
+
+
 def test_no_hand_gives_the_whole_image_and_zero_features(detector) -> None:
     blank = np.full((240, 320, 3), 127, np.uint8)
     found = hand_inputs(blank, detector, 224, "mobilenet")
