@@ -1,0 +1,212 @@
+"""deploy/k8s as kustomize renders it: valid against the Kubernetes schemas (offline, with
+`kubernetes-validate`), and wired the way the product needs to run on a cluster: the images
+docker-compose.build.yml builds, probes on the backend's real /ready and /health, resources
+the HorizontalPodAutoscaler can measure, no secret in any file, and every setting by the name
+utils/settings.py reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.conftest import K8S, OVERLAYS, by_kind, containers, render
+from tests.support.procs import PROJECT_ROOT
+from utils import secret_policy
+
+# The oldest Kubernetes still in standard support on the big clouds, and the newest bundled.
+K8S_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
+PROJECT_DEPLOYMENTS = ("backend", "streamlit", "mlflow")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|DATABASE_URL")
+CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@'\"]+:[^@\s/'\"]+@")
+TOOL_PREFIXES = ("MLFLOW_", "AWS_", "AIRFLOW__")
+# What each project image's entrypoint reads besides Settings (the scripts `make up` runs).
+ENTRYPOINT_SCRIPTS = ("frontend/entrypoint.sh", "mlflow/entrypoint.sh", "scripts/env_export.py")
+CADDY_VARS = re.compile(r"\{\$([A-Z_]+)(:[^}]*)?\}")
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _build_images(env: dict[str, str]) -> dict[str, str]:
+    """service -> image name as docker-compose.build.yml tags it, its ${VARS} from `env`."""
+    doc = yaml.safe_load((PROJECT_ROOT / "docker-compose.build.yml").read_text())
+    return {n: re.sub(r"\$\{(\w+)[^}]*\}", lambda m: env[m[1]], s["image"]) for n, s in doc["services"].items()}
+
+
+def _env_names(container: dict) -> list[str]:
+    return [e["name"] for e in container.get("env", [])]
+
+
+def _role(container: dict) -> str | None:
+    return next((e["value"] for e in container.get("env", []) if e["name"] == "SERVICE_ROLE"), None)
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_rendered_manifest_is_valid_kubernetes(kustomization: str, version: str) -> None:
+    docs = render(kustomization)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds
+    assert set(by_kind(docs, "Deployment")) == {"backend", "streamlit", "mlflow", "proxy"}
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} in {kustomization} (Kubernetes {version}): {exc}")
+
+
+def test_images_are_the_ones_the_build_file_produces() -> None:
+    dotenv = _env_file(PROJECT_ROOT / ".env")
+    local = _build_images(dotenv)
+    for name, deployment in by_kind(render("overlays/local"), "Deployment").items():
+        if name in PROJECT_DEPLOYMENTS:
+            assert [c["image"] for c in containers(deployment)] == [local[name]], name
+
+    # Production: one registry and prefix for all, each image the build file's service of that name.
+    prefixes = set()
+    for name, deployment in by_kind(render("overlays/production"), "Deployment").items():
+        if name not in PROJECT_DEPLOYMENTS:
+            continue
+        [image] = [c["image"] for c in containers(deployment)]
+        match = re.fullmatch(r"(?P<prefix>[^:@]+)-(?P<service>[a-z]+)(:[\w][\w.-]*|@sha256:[0-9a-f]{64})", image)
+        assert match and match["service"] == name and name in local, image
+        prefixes.add(match["prefix"])
+    assert len(prefixes) == 1, prefixes
+
+    # The proxy runs the Caddy image the EC2 host runs.
+    deploy = yaml.safe_load((PROJECT_ROOT / "docker-compose.deploy.yml").read_text())
+    for kustomization in OVERLAYS:
+        [proxy] = containers(by_kind(render(kustomization), "Deployment")["proxy"])
+        assert proxy["image"] == deploy["services"]["proxy"]["image"]
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_backend_probes_are_ready_and_health(kustomization: str, openapi_paths: set[str]) -> None:
+    [backend] = containers(by_kind(render(kustomization), "Deployment")["backend"])
+    assert backend["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert backend["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert backend["startupProbe"]["httpGet"]["path"] == "/health"
+    assert {"/ready", "/health"} <= openapi_paths
+    ports = {p["name"] for p in backend["ports"]}
+    assert {backend[p]["httpGet"]["port"] for p in ("readinessProbe", "livenessProbe", "startupProbe")} <= ports
+    for name, deployment in by_kind(render(kustomization), "Deployment").items():
+        for c in containers(deployment):
+            assert "readinessProbe" in c and "livenessProbe" in c, f"{name}/{c['name']} has no probes"
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_the_autoscaler_can_measure_the_backend(kustomization: str) -> None:
+    docs = render(kustomization)
+    deployments = by_kind(docs, "Deployment")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["backend"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"}
+    [metric] = hpa["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
+    # Utilisation is usage / requests: without a CPU request on every container there is no metric.
+    for name, deployment in deployments.items():
+        for c in containers(deployment):
+            resources = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{name}/{c['name']} lacks {kind}"
+    if kustomization == "overlays/production":
+        assert hpa["minReplicas"] >= 2  # a node or zone can go without the API going with it
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_services_reach_their_pods(kustomization: str) -> None:
+    docs = render(kustomization)
+    deployments = by_kind(docs, "Deployment")
+    for name, service in by_kind(docs, "Service").items():
+        selector = service["spec"]["selector"]
+        matching = [
+            d for d in deployments.values() if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(matching) == 1, name
+        ports = {p["name"] for c in containers(matching[0]) for p in c.get("ports", [])}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports, name
+
+    # The proxy's upstreams are these Services on their ports; Airflow's is the URL the backend uses.
+    services = {n: {p["port"] for p in s["spec"]["ports"]} for n, s in by_kind(docs, "Service").items()}
+    [proxy] = containers(deployments["proxy"])
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    for upstream in ("BACKEND", "STREAMLIT", "MLFLOW"):
+        host, port = env[f"{upstream}_UPSTREAM"].split(":")
+        assert int(port) in services[host], upstream
+    config = by_kind(docs, "ConfigMap")["rps-config"]["data"]
+    assert config["AIRFLOW_URL"].startswith(f"http://{env['AIRFLOW_UPSTREAM']}/")
+    assert config["BACKEND_URL"] == f"http://backend:{next(iter(services['backend']))}"
+    assert config["MLFLOW_TRACKING_URI"] == f"http://mlflow:{next(iter(services['mlflow']))}"
+
+
+def test_no_secret_is_written_in_any_manifest() -> None:
+    files = [p for p in K8S.rglob("*") if p.is_file()]
+    texts = {p: p.read_text() for p in files}
+    dev_secrets = {v for k, v in _env_file(PROJECT_ROOT / ".env").items() if SECRET_NAME.search(k) and len(v) >= 8}
+    for path, text in texts.items():
+        assert not CREDENTIALS_IN_URL.search(text), f"{path}: a URL with a password"
+        assert not [s for s in dev_secrets if s in text], f"{path} holds a value of .env's secrets"
+    for kustomization in OVERLAYS:
+        docs = render(kustomization)
+        assert not by_kind(docs, "Secret"), "Secrets are created out of band, never rendered from these files"
+        for name, config in by_kind(docs, "ConfigMap").items():
+            assert not [k for k in config.get("data", {}) if SECRET_NAME.search(k)], name
+        for name, deployment in by_kind(docs, "Deployment").items():
+            for c in containers(deployment):
+                literal = [e["name"] for e in c.get("env", []) if "value" in e and SECRET_NAME.search(e["name"])]
+                assert not literal, f"{name}: {literal} written as literal values"
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_each_service_gets_its_roles_secret_and_settings_names(kustomization: str, settings_names: set[str]) -> None:
+    docs = render(kustomization)
+    config = by_kind(docs, "ConfigMap")["rps-config"]["data"]
+    assert set(config) <= settings_names, set(config) - settings_names
+    scripts = " ".join((PROJECT_ROOT / s).read_text() for s in ENTRYPOINT_SCRIPTS)
+    deployments = by_kind(docs, "Deployment")
+    for name in PROJECT_DEPLOYMENTS:
+        [c] = containers(deployments[name])
+        role = _role(c)
+        assert role in secret_policy.ROLE_SECRETS, f"{name}: SERVICE_ROLE {role!r}"
+        secret_refs = [s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s]
+        # Exactly its role's Secret (utils/secret_policy.py ROLE_SECRETS), none for a role without.
+        assert secret_refs == ([f"rps-{role}-secrets"] if secret_policy.ROLE_SECRETS[role] else []), name
+        assert [s["configMapRef"]["name"] for s in c["envFrom"] if "configMapRef" in s] == ["rps-config"]
+        for key in _env_names(c):
+            ok = key in settings_names or key.startswith(TOOL_PREFIXES) or re.search(rf"\b{key}\b", scripts)
+            assert ok, f"{name}: {key} is neither a Settings field, a tool's variable nor read by its entrypoint"
+        assert "ENVIRONMENT" not in _env_names(c) and config["ENVIRONMENT"] == "production"
+
+
+def test_the_proxy_gets_every_variable_the_caddyfile_reads() -> None:
+    caddyfile = (PROJECT_ROOT / "proxy" / "Caddyfile").read_text()
+    read = {m[1]: m[2] is not None for m in CADDY_VARS.finditer(caddyfile)}  # name -> has a default
+    for kustomization in OVERLAYS:
+        docs = render(kustomization)
+        proxy = by_kind(docs, "Deployment")["proxy"]
+        [c] = containers(proxy)
+        names = set(_env_names(c)) - {"XDG_DATA_HOME", "XDG_CONFIG_HOME"}
+        assert names <= set(read), names - set(read)
+        command = " ".join(c["command"])
+        provided = names | ({"OPERATOR_PASSWORD_HASH"} if "OPERATOR_PASSWORD_HASH=" in command else set())
+        needed = {n for n, has_default in read.items() if not has_default} - {"ACME_EMAIL"}  # acme mode only
+        assert needed <= provided, needed - provided
+        assert "$OPS_PROXY_PASSWORD" in command
+        assert [s["secretRef"]["name"] for s in c["envFrom"]] == ["rps-proxy-secrets"]
+        # The Caddyfile is the repository's, byte for byte.
+        [caddy_config] = [m for n, m in by_kind(docs, "ConfigMap").items() if n.startswith("rps-proxy-caddyfile")]
+        assert caddy_config["data"]["Caddyfile"] == caddyfile
+        volumes = {v["name"]: v for v in proxy["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["caddyfile"]["configMap"]["name"] == caddy_config["metadata"]["name"]
+        assert volumes["tls"]["secret"]["secretName"] == "rps-tls"
