@@ -210,3 +210,58 @@ def test_the_proxy_gets_every_variable_the_caddyfile_reads() -> None:
         volumes = {v["name"]: v for v in proxy["spec"]["template"]["spec"]["volumes"]}
         assert volumes["caddyfile"]["configMap"]["name"] == caddy_config["metadata"]["name"]
         assert volumes["tls"]["secret"]["secretName"] == "rps-tls"
+
+
+# Pods that are not in these manifests but talk to them: Airflow's (the chart labels every pod
+# tier=airflow) and Prometheus in the monitoring namespace.
+OUTSIDE_PODS = {"airflow": ({"tier": "airflow"}, "rps"), "prometheus": ({"app": "prometheus"}, "monitoring")}
+
+
+def _peers_allowed(rules: list[dict], pods: dict[str, tuple[dict, str]]) -> set[str]:
+    """Which of `pods` (name -> (labels, namespace)) some rule's peer selects (same namespace: rps)."""
+    allowed = set()
+    for rule in rules:
+        for peer in rule.get("from", rule.get("to", [])):
+            for name, (labels, namespace) in pods.items():
+                ns_ok = (
+                    peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
+                    if "namespaceSelector" in peer
+                    else namespace == "rps"
+                )
+                pod_ok = peer.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
+                if ns_ok and pod_ok:
+                    allowed.add(name)
+    return allowed
+
+
+def test_network_policies_keep_streamlit_to_the_backend() -> None:
+    """The EC2 host's network rules on a cluster: Streamlit talks to the backend only; the
+    backend and MLflow accept only the pods that need them (docs/deploy.md, "Security model")."""
+    docs = render("overlays/production")
+    deployments = by_kind(docs, "Deployment")
+    pods = {n: (d["spec"]["template"]["metadata"]["labels"], "rps") for n, d in deployments.items()} | OUTSIDE_PODS
+    policies = {}
+    for name, policy in by_kind(docs, "NetworkPolicy").items():
+        [target] = [
+            n
+            for n, (labels, _) in pods.items()
+            if policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        policies[target] = policy["spec"]
+        ports = {p["containerPort"] for c in containers(deployments[target]) for p in c["ports"]}
+        assert {p["port"] for r in policy["spec"].get("ingress", []) for p in r["ports"]} == ports, name
+    assert set(policies) == {"streamlit", "backend", "mlflow"}  # the proxy is the public entrypoint
+    assert _peers_allowed(policies["streamlit"]["ingress"], pods) == {"proxy"}
+    assert _peers_allowed(policies["backend"]["ingress"], pods) == {"proxy", "streamlit", "airflow", "prometheus"}
+    assert _peers_allowed(policies["mlflow"]["ingress"], pods) == {"backend", "airflow", "proxy"}
+    # Streamlit's way out: the backend's port and DNS, nothing else (not PostgreSQL, not S3).
+    assert policies["streamlit"]["policyTypes"] == ["Ingress", "Egress"]
+    egress = policies["streamlit"]["egress"]
+    assert _peers_allowed(egress, pods) == {"backend"}
+    assert [p["port"] for p in egress[0]["ports"]] == [8000]
+    assert all(
+        peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}
+        and {p["port"] for p in r["ports"]} == {53}
+        for r in egress[1:]
+        for peer in r["to"]
+    )
