@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from Database_connection.db import drop_database, ensure_database  # noqa: E402
+from Database_connection.db import drop_database, ensure_database, migrate  # noqa: E402
 from utils.settings import get_settings  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -187,6 +187,57 @@ def measure(
     )
 
 
+def db_writes(db_url: str, images: list[tuple[str, bytes]], writers: int, seconds: float) -> dict[str, float]:
+    """The stored-prediction path alone (`record_prediction`: image + prediction + the derived
+    counter under its advisory lock, one transaction), from `writers` threads: the ceiling every
+    replica shares, whatever the number of backends."""
+    import hashlib
+
+    from Database_connection import repository as repo
+    from Database_connection.db import make_pool
+
+    pool = make_pool(db_url, 1, writers + 1)
+    stop = time.monotonic() + seconds
+    latencies: list[float] = []
+    lock = threading.Lock()
+    with pool.connection() as conn:
+        size0 = repo.database_size_bytes(conn)
+
+    def writer(k: int) -> None:
+        i = k
+        while time.monotonic() < stop:
+            name, data = images[i % len(images)]
+            sha = hashlib.sha256(f"{uuid.uuid4()}".encode() + data).hexdigest()  # a new photo each time
+            i += writers
+            start = time.perf_counter()
+            with pool.connection() as conn:
+                repo.record_prediction(
+                    conn, sha256=sha, content=data, fmt="png", width=300, height=200, original_name=name,
+                    label="rock", confidence=0.9, probabilities={"rock": 0.9, "paper": 0.05, "scissors": 0.05},
+                    model_version="bench", latency_ms=1.0, threshold=10**9,
+                )  # fmt: skip
+            with lock:
+                latencies.append((time.perf_counter() - start) * 1000)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    with pool.connection() as conn:
+        grown = repo.database_size_bytes(conn) - size0
+    pool.close()
+    return {
+        "writers": writers,
+        "writes_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "bytes_per_write": grown / max(len(latencies), 1),
+    }
+
+
 def start_backends(n: int, db_url: str, model_dir: Path, workdir: Path) -> list[tuple[str, subprocess.Popen]]:
     from tests.support.procs import free_port, wait_http
 
@@ -231,6 +282,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,2,4,8,16")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--db-writers", default="1,4,16", help="the PostgreSQL write path alone; empty: skip")
     args = parser.parse_args()
     from tests.support.https_proxy import start_https_proxy
 
@@ -240,8 +292,17 @@ def main() -> int:
     base = get_settings()
     db_url = base.database_url.rsplit("/", 1)[0] + f"/rps_bench_{uuid.uuid4().hex[:8]}"
     ensure_database(db_url)
+    migrate(db_url)
     print(f"{CORES} cores; model {args.model_dir}; {len(images)} photos; {args.seconds:g} s per step")
     print(f"start: {load_average()}")
+    mean_kb = statistics.mean(len(d) for _, d in images) / 1024
+    for writers in [int(x) for x in args.db_writers.split(",") if x]:
+        w = db_writes(db_url, images, writers, args.seconds)
+        print(
+            f"PostgreSQL write path, {writers:>2} writers: {w['writes_per_s']:.0f} stored predictions/s, p50"
+            f" {w['p50_ms']:.1f} ms, p95 {w['p95_ms']:.1f} ms, {w['bytes_per_write'] / 1024:.0f} KiB on disk each"
+            f" (photos {mean_kb:.0f} KiB on average)"
+        )
     summary: list[tuple[int, Step, Step]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="rps-replicas-") as tmp:
