@@ -155,3 +155,44 @@ def test_settings_and_secrets_come_from_the_kustomize_objects(values: dict, sett
     mounts = {m["mountPath"] for m in values["workers"]["extraVolumeMounts"]}
     dockerfile = (PROJECT_ROOT / "airflow" / "Dockerfile").read_text()
     assert "DATA_WORKSPACE=/workspace" in dockerfile and mounts == {"/workspace", "/app/artifacts"}
+
+
+def test_the_entrypoint_derives_a_cluster_configuration_from_it(values: dict, tmp_path) -> None:
+    """What airflow/entrypoint.sh exports in the chart's pods: scripts/env_export.py run with the
+    ConfigMap, the values' env and (random, strong) role secrets, in production mode, so the
+    settings' own checks pass too. One-machine defaults must not survive into the cluster."""
+    import os
+    import secrets
+    import shlex
+    import subprocess
+    import sys
+
+    config = by_kind(render("base"), "ConfigMap")["rps-config"]["data"]
+    fake = {name.upper(): secrets.token_hex(16) for name in secret_policy.ROLE_SECRETS["airflow"]}
+    for url in ("DATABASE_URL", "AIRFLOW_DATABASE_URL"):
+        fake[url] = f"postgresql://svc:{secrets.token_hex(16)}@db.internal:5432/x"
+    fake["AIRFLOW_JWT_SECRET"] = secrets.token_hex(32)
+    env = {
+        "PATH": os.environ["PATH"],
+        "AIRFLOW_HOME": str(tmp_path),
+        **config,
+        **{e["name"]: e["value"] for e in values["env"]},
+        **fake,
+    }
+    out = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "env_export.py"), "airflow"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    derived = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.stdout.splitlines())
+    assert derived["AIRFLOW__CORE__EXECUTOR"] == values["executor"] == "KubernetesExecutor"
+    # Task pods reach the api-server by its Service, under the /airflow/ path the proxy serves.
+    assert derived["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-api-server:8080/airflow/execution/"
+    assert derived["AIRFLOW__API__HOST"] == "0.0.0.0"
+    assert derived["AIRFLOW__API__BASE_URL"] == values["config"]["api"]["base_url"]
+    assert derived["AIRFLOW__CORE__AUTH_MANAGER"] == values["config"]["core"]["auth_manager"]
+    assert derived["AIRFLOW__API_AUTH__JWT_SECRET"] == fake["AIRFLOW_JWT_SECRET"]
