@@ -223,6 +223,8 @@ def _peers_allowed(rules: list[dict], pods: dict[str, tuple[dict, str]]) -> set[
     allowed = set()
     for rule in rules:
         for peer in rule.get("from", rule.get("to", [])):
+            if "ipBlock" in peer:
+                continue  # addresses, not pods: the test checks them itself (pod networks are private)
             for name, (labels, namespace) in pods.items():
                 ns_ok = (
                     peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
@@ -255,17 +257,18 @@ def test_network_policies_keep_streamlit_to_the_backend() -> None:
     assert _peers_allowed(policies["streamlit"]["ingress"], pods) == {"proxy"}
     assert _peers_allowed(policies["backend"]["ingress"], pods) == {"proxy", "streamlit", "airflow", "prometheus"}
     assert _peers_allowed(policies["mlflow"]["ingress"], pods) == {"backend", "airflow", "proxy"}
-    # Streamlit's way out: the backend's port and DNS, nothing else (not PostgreSQL, not S3).
+    # Streamlit's way out: the backend's port, DNS and public addresses (WebRTC), no private
+    # address: not PostgreSQL (RDS), not MLflow or Airflow, not the metadata endpoint.
     assert policies["streamlit"]["policyTypes"] == ["Ingress", "Egress"]
-    egress = policies["streamlit"]["egress"]
-    assert _peers_allowed(egress, pods) == {"backend"}
-    assert [p["port"] for p in egress[0]["ports"]] == [8000]
-    assert all(
-        peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}
-        and {p["port"] for p in r["ports"]} == {53}
-        for r in egress[1:]
-        for peer in r["to"]
-    )
+    backend, dns, public = policies["streamlit"]["egress"]
+    assert _peers_allowed([backend], pods) == {"backend"} and [p["port"] for p in backend["ports"]] == [8000]
+    [dns_peer] = dns["to"]
+    assert dns_peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert _peers_allowed([dns, public], pods) == set()
+    [block] = public["to"]
+    assert block["ipBlock"]["cidr"] == "0.0.0.0/0" and "ports" not in public
+    assert set(block["ipBlock"]["except"]) == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
 
 
 def _role_secrets(role: str) -> dict[str, str]:
