@@ -304,3 +304,35 @@ def test_each_containers_settings_load_in_production(name: str, monkeypatch: pyt
         assert s.mlflow_tracking_username == "rps-reader" and s.trusted_proxies
     if name == "mlflow":
         assert s.mlflow_auth and s.mlflow_artifacts_destination.startswith("s3://")
+
+
+# Pod Security Standards "restricted" (the production namespace enforces it): what admission checks.
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+}
+RESTRICTED_VOLUMES = {"configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected", "downwardAPI"}
+
+
+@pytest.mark.parametrize("kustomization", ("overlays/production", "overlays/local"))
+def test_every_pod_passes_the_restricted_pod_security_standard(kustomization: str) -> None:
+    docs = render(kustomization)
+    [namespace] = by_kind(docs, "Namespace").values()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for name, deployment in by_kind(docs, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        security = pod.get("securityContext", {})
+        assert security.get("runAsNonRoot") is True and security["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert {s["name"] for s in security.get("sysctls", [])} <= SAFE_SYSCTLS, name
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, f"{name}: volume {volume['name']}"
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), name
+        for c in containers(deployment):
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, f"{name}/{c['name']}"
+            assert sc["capabilities"]["drop"] == ["ALL"], f"{name}/{c['name']}"
+            assert set(sc["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}, f"{name}/{c['name']}"
+            assert not sc.get("privileged") and not c.get("ports", [{}])[0].get("hostPort"), f"{name}/{c['name']}"
