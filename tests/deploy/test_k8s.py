@@ -336,3 +336,36 @@ def test_every_pod_passes_the_restricted_pod_security_standard(kustomization: st
             assert sc["capabilities"]["drop"] == ["ALL"], f"{name}/{c['name']}"
             assert set(sc["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}, f"{name}/{c['name']}"
             assert not sc.get("privileged") and not c.get("ports", [{}])[0].get("hostPort"), f"{name}/{c['name']}"
+
+
+def test_caddy_accepts_the_proxy_pods_configuration(tmp_path: Path) -> None:
+    """Debian's Caddy (the version differs from the image's, the config language does not)
+    validates the rendered Caddyfile with the proxy container's environment; only the TLS files
+    are a throwaway pair here, as cert-manager would mount them."""
+    import shutil
+    import subprocess
+
+    from tests.support.https_proxy import self_signed
+
+    caddy = shutil.which("caddy")
+    assert caddy, "Debian's caddy is not on PATH; `make install` (scripts/install.sh) installs it"
+    docs = render("overlays/production")
+    [c] = containers(by_kind(docs, "Deployment")["proxy"])
+    [caddy_config] = [m for n, m in by_kind(docs, "ConfigMap").items() if n.startswith("rps-proxy-caddyfile")]
+    (tmp_path / "Caddyfile").write_text(caddy_config["data"]["Caddyfile"])
+    cert, key = self_signed(tmp_path)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    env |= {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+    env |= {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    hashed = subprocess.run(
+        [caddy, "hash-password", "--plaintext", "a-throwaway-login-1"], capture_output=True, text=True, check=True
+    )
+    env["OPERATOR_PASSWORD_HASH"] = hashed.stdout.strip()
+    out = subprocess.run(
+        [caddy, "validate", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "Valid configuration" in out.stdout + out.stderr, out.stderr[-2000:]
