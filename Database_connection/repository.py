@@ -222,6 +222,23 @@ def retrain_run_active(conn: Connection) -> bool:
     return row is not None
 
 
+# Advisory lock key: one retrain delivery in flight across every dispatcher of every replica
+# (72410001 is the migrator's, 72410002 the prediction counter's in `record_prediction`).
+RETRAIN_DELIVERY_LOCK = 72_410_003
+
+
+def try_lock_retrain_delivery(conn: Connection) -> bool:
+    """Take the delivery lock for this session if no other dispatcher holds it. Session-level,
+    so it spans the Airflow call made outside any transaction, and PostgreSQL drops it with
+    the connection if the process dies mid-delivery."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (RETRAIN_DELIVERY_LOCK,)).fetchone()
+    return bool(row["locked"])
+
+
+def unlock_retrain_delivery(conn: Connection) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (RETRAIN_DELIVERY_LOCK,))
+
+
 def claim_due_retrain_request(conn: Connection) -> dict[str, Any] | None:
     """Lock the newest pending request that is due (other workers skip it) and mark the older
     pending ones superseded by it: one run retrains on every label anyway."""

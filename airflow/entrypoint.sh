@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Airflow 3, natively (scripts/services/40-airflow.sh, tests/support/stack.py) and in its image:
-#   airflow/entrypoint.sh init|api-server|scheduler|dag-processor
+#   airflow/entrypoint.sh init|api-server|scheduler|dag-processor|COMMAND [ARGS...]
 # Configuration comes from utils/settings.py through scripts/env_export.py; an AIRFLOW__*
 # variable already set in the environment (Compose) wins. `init` creates the metadata database
 # if needed and migrates it; run it once before the three long-running components.
@@ -38,8 +38,14 @@ case "${1:-}" in
   dag-processor)
     exec airflow dag-processor
     ;;
-  *)
-    echo "usage: $0 init|api-server|scheduler|dag-processor" >&2
+  "")
+    echo "usage: $0 init|api-server|scheduler|dag-processor|COMMAND [ARGS...]" >&2
     exit 2
+    ;;
+  *)
+    # Any other command runs with the same derived configuration: the KubernetesExecutor
+    # starts each task pod with its own command, the Helm chart its init containers with theirs
+    # (deploy/k8s/airflow/values.yaml).
+    exec "$@"
     ;;
 esac

@@ -2,9 +2,13 @@
 
 `/predict` only records a request row (in its own transaction). This dispatcher thread
 claims a due row with `FOR UPDATE SKIP LOCKED` and leases it (pushes `next_attempt_at`
-forward) in a short transaction, so no row lock is held while Airflow is called; other
-workers or replicas skip a leased row, and since the `dag_run_id` is deterministic, a
-second delivery after an expired lease is Airflow's 409, which counts as delivered.
+forward) in a short transaction, so no row lock is held while Airflow is called; since the
+`dag_run_id` is deterministic, a second delivery after an expired lease is Airflow's 409,
+which counts as delivered. One session-level advisory lock spans check, claim, call and
+outcome, so across every worker and replica at most one delivery is in flight: without it,
+a second replica saw no active run while the first was still calling Airflow, delivered a
+newer request as well and marked the one in flight superseded (two runs, one of them
+booked as never delivered).
 If Airflow is down the row stays pending and is retried with capped exponential backoff;
 an answer retrying cannot fix (401, 403, 404, a refused conf) fails the request at once
 with the reason in `last_error` and counts `rps_retrain_delivery_errors_total{kind="permanent"}`,
@@ -19,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from api import metrics
@@ -162,9 +167,22 @@ class RetrainDispatcher:
     def deliver_one(self) -> bool:
         """Deliver the newest due request; True if one was delivered (try the next).
 
-        Claim and lease in one short transaction, call Airflow with no lock held, then
-        record the outcome in another."""
-        with self.pool.connection() as conn, conn.transaction():
+        Under the delivery lock (another dispatcher holding it is delivering: leave it to
+        that one): claim and lease in one short transaction, call Airflow with no row lock
+        held, then record the outcome."""
+        with self.pool.connection() as conn:
+            if not repo.try_lock_retrain_delivery(conn):
+                return False
+            try:
+                return self._deliver_locked(conn)
+            finally:
+                try:
+                    repo.unlock_retrain_delivery(conn)
+                except psycopg.Error:
+                    conn.close()  # a lock that cannot be released must not go back to the pool
+
+    def _deliver_locked(self, conn: psycopg.Connection) -> bool:
+        with conn.transaction():
             if repo.retrain_run_active(conn):
                 return False  # max_active_runs=1: wait, then deliver the newest request once
             row = repo.claim_due_retrain_request(conn)
@@ -176,8 +194,7 @@ class RetrainDispatcher:
             outcome = self.client.trigger(run_id, {"retrain_request_id": row["id"]})
         except AirflowRefused as exc:
             metrics.RETRAIN_DELIVERY_ERRORS.labels(kind="permanent").inc()
-            with self.pool.connection() as conn:
-                repo.fail_pending_retrain_request(conn, row["id"], str(exc)[:1000])
+            repo.fail_pending_retrain_request(conn, row["id"], str(exc)[:1000])
             log.error("retrain request %s failed: %s", row["id"], exc)
             return False
         except AirflowUnavailable as exc:
@@ -185,12 +202,10 @@ class RetrainDispatcher:
             delay = backoff_delay(
                 row["attempts"], self.settings.retrain_retry_initial_s, self.settings.retrain_retry_max_s
             )
-            with self.pool.connection() as conn:
-                repo.mark_retrain_retry(conn, row["id"], str(exc)[:1000], delay)
+            repo.mark_retrain_retry(conn, row["id"], str(exc)[:1000], delay)
             log.warning("retrain request %s not delivered (retry in %.0fs): %s", row["id"], delay, exc)
             return False
-        with self.pool.connection() as conn:
-            repo.mark_retrain_triggered(conn, row["id"], run_id, self.current_version())
+        repo.mark_retrain_triggered(conn, row["id"], run_id, self.current_version())
         log.info("retrain request %s delivered as DAG run %s (%s)", row["id"], run_id, outcome)
         return True
 

@@ -167,3 +167,23 @@ def test_a_run_past_the_maximum_age_is_failed_with_a_reason(dispatcher) -> None:
     stuck, fresh = _by_id(pool, 1), _by_id(pool, 2)
     assert stuck["state"] == "failed" and "RETRAIN_MAX_RUN_S" in stuck["last_error"]
     assert fresh["state"] == "triggered"
+
+
+def test_a_second_dispatcher_sends_nothing_while_a_delivery_is_in_flight(dispatcher, settings) -> None:
+    """Two replicas' dispatchers: while the first is still calling Airflow, the second neither
+    delivers a newer request nor marks the one in flight superseded (it used to do both)."""
+    d, pool = dispatcher
+    other = RetrainDispatcher(settings, pool, lambda: "v7")
+    other.client = FakeAirflow()
+    _store(pool, 1, threshold=1)
+    seen: list[bool] = []
+
+    def newer_crossing_handled_elsewhere(request_id: int) -> None:
+        _store(pool, 2, threshold=1)  # a crossing on another replica, mid-delivery
+        seen.append(other.deliver_one())
+
+    d.client.during_trigger = newer_crossing_handled_elsewhere
+    assert d.deliver_one() is True
+    assert seen == [False] and other.client.triggered == []
+    assert _by_id(pool, 1)["state"] == "triggered" and _by_id(pool, 2)["state"] == "pending"
+    assert other.deliver_one() is False  # request 1's run is active now: nothing to send
