@@ -101,6 +101,7 @@ def deploy_stack(model_dir: Path) -> Iterator[DeployStack]:
         print(project.logs(80))
         raise
     finally:
+        phases.done("the tests")
         ARTIFACTS_DIR.mkdir(exist_ok=True)
         (ARTIFACTS_DIR / "deploy-stack.log").write_text(project.logs(400))
         left = project.down()
