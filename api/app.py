@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Serves a MobileNet gesture classifier, stores every prediction and label, and "
         "triggers retraining through Airflow.",
         lifespan=lifespan,
+        root_path=settings.backend_root_path,
     )
     app.state.settings = settings
     app.state.holder = ModelHolder(settings.max_concurrent_predictions, settings.prediction_queue_s)

@@ -7,9 +7,9 @@
 #   scripts/standin_images.sh [ENV_FILE]
 #
 # Prints (and writes to ENV_FILE when given) the image to use for each, as build arguments /
-# Compose variables: PYTHON_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE. The stand-ins trust the
-# host's CA bundle, so apt and pip inside builds reach the package registries through the same
-# TLS interception the host sees. docs/deploy.md lists which images are stand-ins.
+# Compose variables: PYTHON_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE, CADDY_IMAGE. The stand-ins
+# trust the host's CA bundle, so apt and pip inside builds reach the package registries through
+# the same TLS interception the host sees. docs/deploy.md lists which images are stand-ins.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 eval "$(bash "$ROOT/scripts/docker_engine.sh" env)"
@@ -67,6 +67,7 @@ out="$(
   choose PYTHON_IMAGE python:3.11.7-slim-bookworm localhost/rps-standin-python:3.11-bookworm Dockerfile.python
   choose POSTGRES_IMAGE postgres:16.4-bookworm localhost/rps-standin-postgres:15-bookworm Dockerfile.postgres
   choose PROMETHEUS_IMAGE prom/prometheus:v3.5.0 localhost/rps-standin-prometheus:bookworm Dockerfile.prometheus
+  choose CADDY_IMAGE caddy:2.10.2-alpine localhost/rps-standin-caddy:bookworm Dockerfile.caddy
 )"
 echo "$out"
 if [[ -n "${1:-}" ]]; then

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     backend_port: int = 8000
     backend_url: str = "http://127.0.0.1:8000"
     backend_workers: int = 1
+    # The path prefix a reverse proxy serves the API under and strips before forwarding
+    # (deployed: "/api", proxy/Caddyfile). The docs page then loads /api/openapi.json and the
+    # schema names /api as its server; requests without the prefix are served as before.
+    backend_root_path: str = Field(default="", pattern=r"^(/[^/\s]+)*$")
     admin_token: str = PLACEHOLDER
     # The operators' login (Streamlit System page, admin routes): stored photos, per-request
     # history, raw errors and label review. ADMIN_TOKEN stays the machines' (the DAG's reload).
@@ -165,6 +169,7 @@ class Settings(BaseSettings):
     grafana_url: str = "http://127.0.0.1:3000"
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     airflow_ui_url: str = "http://127.0.0.1:8080"
+    api_docs_url: str = "http://127.0.0.1:8000/docs"
 
     # UI
     # Streamlit pages and the OpenCV webcam client (frontend/, inference/webcam.py).

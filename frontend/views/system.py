@@ -216,7 +216,7 @@ def links_section() -> None:
         ("Airflow", s.airflow_ui_url, ":material/air:"),
         ("Prometheus", s.prometheus_url, ":material/query_stats:"),
         ("Grafana", s.grafana_url, ":material/dashboard:"),
-        ("API docs", f"{s.backend_url.rstrip('/')}/docs", ":material/api:"),
+        ("API docs", s.api_docs_url, ":material/api:"),
     ]
     for col, (name, url, icon) in zip(cols, links, strict=True):
         col.link_button(name, url, icon=icon, width="stretch", help=url)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import boto3
@@ -41,21 +40,9 @@ def _unique_png(path: Path) -> bytes:
     return buf.tobytes()
 
 
-class Phases:
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-        self._t = time.monotonic()
-
-    def done(self, name: str) -> None:
-        now = time.monotonic()
-        self.times[name] = round(now - self._t, 1)
-        self._t = now
-        print(f"compose test: {name} {self.times[name]} s", flush=True)
-
-
 @pytest.fixture(scope="module")
 def stack():
-    phases = Phases()
+    phases = c.Phases("compose test")
     engine = c.docker_engine()
     images = c.base_images(engine)
     phases.done("engine + base images")
@@ -63,7 +50,7 @@ def stack():
     phases.done(f"shared base image ({'built' if base.built_s else 'cached'} {base.image})")
     project = c.ComposeProject.create(TEST_RUN_DIR / "compose", engine, images, base)
     try:
-        project.compose("build", *c.BUILT)
+        project.build()
         phases.done("five images")
         project.compose("up", "-d", "--wait", "--wait-timeout", "300", "mlflow")
         phases.done("postgres, S3, MLflow healthy")

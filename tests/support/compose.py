@@ -16,6 +16,9 @@ server) for MinIO, the offline MobileNet v1 0.25 weights as the build's local we
 ephemeral 127.0.0.1 ports, and Grafana left out because its image cannot be obtained here; plus
 two settings that keep it short on 2 cores: a weak first champion (one epoch) and retrains
 without augmented copies.
+
+`ComposeProject.create_deploy(...)` does the same for docker-compose.deploy.yml (the images
+built by docker-compose.build.yml, as CI builds them): `deploy_override_for` says what it changes.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +46,21 @@ WEIGHTS_NAME = "mobilenet_2_5_224_tf_no_top.h5"
 # Services of docker-compose.yml that the test stack runs (Grafana's image cannot be obtained here).
 UNAVAILABLE = ("grafana",)
 BUILT = ("backend", "streamlit", "mlflow", "airflow-init", "trainer")
+# docker-compose.build.yml's services the deploy file runs (the trainer is a one-off it leaves out).
+DEPLOY_BUILT = ("backend", "streamlit", "mlflow", "airflow")
+# Services of docker-compose.deploy.yml that run one of the project's images, and which.
+DEPLOY_IMAGES = {
+    "backend": "backend",
+    "secrets-check": "backend",
+    "streamlit": "streamlit",
+    "mlflow": "mlflow",
+    "airflow-init": "airflow",
+    "airflow-api-server": "airflow",
+    "airflow-scheduler": "airflow",
+    "airflow-dag-processor": "airflow",
+}
+# Where a container of the backend image reads its model (Settings.model_dir in /app).
+CONTAINER_MODEL_DIR = "/app/artifacts/model"
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float, cwd: Path = PROJECT_ROOT) -> str:
@@ -61,7 +81,8 @@ def docker_engine() -> dict[str, str]:
 
 
 def base_images(engine_env: dict[str, str]) -> dict[str, str]:
-    """PYTHON_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE: upstream where it can be had, else stand-ins."""
+    """PYTHON_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE, CADDY_IMAGE: upstream where it can be had,
+    else stand-ins."""
     out = _run(["bash", "scripts/standin_images.sh"], engine_env, 900)
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -92,8 +113,6 @@ class BaseImage:
 def build_base_image(engine_env: dict[str, str], images: dict[str, str], registry: str = "localhost") -> BaseImage:
     """Dockerfile.base through docker-compose.build.yml's `base` service, unless an image with
     the same inputs exists (the environment is the only heavy layer: minutes cold, 0 s cached)."""
-    import time
-
     python_id = image_id(engine_env, images["PYTHON_IMAGE"])
     assert python_id, f"{images['PYTHON_IMAGE']} is not in the engine"
     tag = base_tag(python_id)
@@ -148,6 +167,46 @@ def override_for(images: dict[str, str], mlflow_image: str) -> dict:
     return {"services": services}
 
 
+def deploy_override_for(images: dict[str, str], tag: str, model_dir: Path) -> dict:
+    """What this machine changes in docker-compose.deploy.yml, and nothing else: the images by
+    tag (a registry would give digests; none runs here) and stand-ins, the proxy's two ports on
+    ephemeral 127.0.0.1 ports, Grafana left out (no image), and the backend's first model from
+    a host folder instead of an MLflow champion, which would need the trainer's minutes and S3."""
+    services: dict = {name: {"image": f"localhost/rps-{image}:{tag}"} for name, image in DEPLOY_IMAGES.items()}
+    services["postgres"] = {"image": images["POSTGRES_IMAGE"]}
+    services["prometheus"] = {"image": images["PROMETHEUS_IMAGE"]}
+    services["proxy"] = {"image": images["CADDY_IMAGE"], "ports": _Override(["127.0.0.1::80", "127.0.0.1::443"])}
+    for name in UNAVAILABLE:
+        services[name] = {"profiles": ["unavailable-here"]}
+    services["backend"]["volumes"] = [f"{model_dir}:{CONTAINER_MODEL_DIR}:ro"]
+    return {"services": services}
+
+
+def deploy_variables(tls_dir: Path) -> dict[str, str]:
+    """The host's .env for docker-compose.deploy.yml: fresh random secrets (secrets-check must
+    pass them), TLS from files, the site on localhost. The digests are never resolved: the
+    override names every project image by tag."""
+    unused_digest = "sha256:" + "0" * 64
+    names = (
+        "POSTGRES_PASSWORD", "RPS_DB_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD",
+        "ADMIN_TOKEN", "OPERATOR_TOKEN", "AIRFLOW_PASSWORD", "AIRFLOW_ADMIN_PASSWORD",
+        "MLFLOW_ADMIN_PASSWORD", "MLFLOW_READER_PASSWORD", "MLFLOW_WRITER_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD", "OPS_PROXY_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    )  # fmt: skip
+    values = {name: secrets.token_hex(20) for name in names}
+    values["AIRFLOW_JWT_SECRET"] = secrets.token_hex(40)
+    values |= {
+        "REGISTRY": "localhost",
+        "IMAGE_PREFIX": "rps",
+        **{f"{s}_DIGEST": unused_digest for s in ("BACKEND", "STREAMLIT", "MLFLOW", "AIRFLOW", "TRAINER")},
+        "SITE_ADDRESS": "localhost",
+        "TLS_MODE": "files",
+        "TLS_DIR": str(tls_dir),
+        "S3_BUCKET": "rps-deploy-test",
+    }
+    return values
+
+
 class _Override(list):
     """A YAML `!override` sequence: replaces the base file's list instead of merging with it."""
 
@@ -159,12 +218,37 @@ def _override_representer(dumper: yaml.SafeDumper, data: _Override) -> yaml.Node
 yaml.SafeDumper.add_representer(_Override, _override_representer)
 
 
+def _build_env(engine_env: dict[str, str], name: str, base: BaseImage) -> dict[str, str]:
+    """What building this run's images needs: names, the cached base, the offline weights."""
+    weights = SHARED / "weights" / WEIGHTS_NAME
+    context_copy = PROJECT_ROOT / "weights" / WEIGHTS_NAME  # git-ignored; only enters build contexts
+    if not context_copy.exists():
+        context_copy.parent.mkdir(exist_ok=True)
+        shutil.copyfile(weights, context_copy)
+    return {
+        **engine_env,
+        "COMPOSE_PROJECT_NAME": name,
+        "REGISTRY": "localhost",
+        "IMAGE_PREFIX": "rps",
+        # Per run: two checkouts testing at once must not retag each other's images (Compose
+        # would recreate the running containers on the other image).
+        "TAG": name,
+        # The images build FROM the cached base, named by its hash.
+        "BASE_TAG": base.tag,
+        "BACKBONE_WEIGHTS_SOURCE": "local",
+        "BACKBONE_WEIGHTS_FILE": f"weights/{WEIGHTS_NAME}",
+    }
+
+
 @dataclass
 class ComposeProject:
     name: str
     workdir: Path
     env: dict[str, str]
     override: Path
+    file: str = "docker-compose.yml"
+    # Read instead of the checkout's .env (the deploy file's secrets); None: Compose's default.
+    env_file: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -173,23 +257,8 @@ class ComposeProject:
     ) -> ComposeProject:
         name = _free_project_name()
         workdir.mkdir(parents=True, exist_ok=True)
-        weights = SHARED / "weights" / WEIGHTS_NAME
-        context_copy = PROJECT_ROOT / "weights" / WEIGHTS_NAME  # git-ignored; only enters build contexts
-        if not context_copy.exists():
-            context_copy.parent.mkdir(exist_ok=True)
-            shutil.copyfile(weights, context_copy)
         env = {
-            **engine_env,
-            "COMPOSE_PROJECT_NAME": name,
-            "REGISTRY": "localhost",
-            "IMAGE_PREFIX": "rps",
-            # Per run: two checkouts testing at once must not retag each other's images (Compose
-            # would recreate the running containers on the other image).
-            "TAG": name,
-            # The five images build FROM the cached base, named by its hash.
-            "BASE_TAG": base.tag,
-            "BACKBONE_WEIGHTS_SOURCE": "local",
-            "BACKBONE_WEIGHTS_FILE": f"weights/{WEIGHTS_NAME}",
+            **_build_env(engine_env, name, base),
             "RETRAIN_THRESHOLD": "3",
             "RPS_SHARED_DIR": str(SHARED),  # the trainer's datasets, mounted read-only at /shared
         }
@@ -198,9 +267,45 @@ class ComposeProject:
         override.write_text(yaml.safe_dump(override_for(images, f"localhost/rps-mlflow:{name}"), sort_keys=False))
         return cls(name, workdir, env, override)
 
+    @classmethod
+    def create_deploy(
+        cls, workdir: Path, engine_env: dict[str, str], images: dict[str, str], base: BaseImage, model_dir: Path
+    ) -> ComposeProject:
+        """docker-compose.deploy.yml with fresh secrets in `workdir/deploy.env` and a throwaway
+        certificate for localhost in `workdir/tls` (tls.crt, tls.key)."""
+        from tests.support.https_proxy import self_signed
+
+        name = _free_project_name()
+        tls = workdir / "tls"
+        tls.mkdir(parents=True, exist_ok=True)
+        self_signed(tls)
+        variables = deploy_variables(tls)
+        env_file = workdir / "deploy.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
+        env_file.chmod(0o600)
+        override = workdir / "deploy.override.yml"
+        override.write_text(yaml.safe_dump(deploy_override_for(images, name, model_dir), sort_keys=False))
+        env = {**_build_env(engine_env, name, base), **variables}
+        return cls(name, workdir, env, override, file="docker-compose.deploy.yml", env_file=env_file)
+
+    def build(self) -> None:
+        """This run's images: docker-compose.yml's builds, or for the deploy file (which only
+        pulls) docker-compose.build.yml's, the file CI builds the release with."""
+        if self.file == "docker-compose.yml":
+            self.compose("build", *BUILT)
+        else:
+            build = [str(COMPOSE_BIN), "-p", self.name, "-f", "docker-compose.build.yml", "build", *DEPLOY_BUILT]
+            _run(build, self.env, 1800)
+
     def compose(self, *args: str, timeout: float = 1800) -> str:
-        files = ["-f", "docker-compose.yml", "-f", str(self.override)]
+        files = ["-f", self.file, "-f", str(self.override)]
+        if self.env_file is not None:
+            files += ["--env-file", str(self.env_file)]
         return _run([str(COMPOSE_BIN), "-p", self.name, *files, *args], self.env, timeout)
+
+    def container(self, service: str) -> str:
+        """The id of the service's (first) container."""
+        return self.compose("ps", "-q", service, timeout=60).split()[0]
 
     def port(self, service: str, container_port: int) -> int:
         out = self.compose("port", service, str(container_port), timeout=60).strip()
@@ -248,3 +353,19 @@ class ComposeProject:
 
 def inspect_json(engine_env: dict[str, str], *args: str) -> list[dict]:
     return json.loads(_run(["docker", *args], engine_env, 60))
+
+
+class Phases:
+    """Wall time of each phase of a stack test, printed as it goes (the stack tests' timings
+    in docs/deploy.md come from these lines)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.times: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.times[name] = round(now - self._t, 1)
+        self._t = now
+        print(f"{self.label}: {name} {self.times[name]} s", flush=True)

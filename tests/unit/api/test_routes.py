@@ -163,3 +163,32 @@ def _tiny_png() -> bytes:
     import numpy as np
 
     return cv2.imencode(".png", np.full((32, 32, 3), 90, np.uint8))[1].tobytes()
+
+
+def _docs_client(root_path: str) -> TestClient:
+    app = create_app(Settings(admin_token=TOKEN, mlflow_tracking_uri="", airflow_url="", backend_root_path=root_path))
+    app.dependency_overrides[deps.get_holder] = FakeHolder
+    return TestClient(app)
+
+
+def test_docs_load_the_schema_from_the_root_natively() -> None:
+    client = _docs_client("")
+    assert "url: '/openapi.json'" in client.get("/docs").text
+    assert "servers" not in client.get("/openapi.json").json()
+
+
+def test_docs_behind_a_prefix_stripping_proxy_load_the_schema_under_the_prefix() -> None:
+    """The proxy forwards /api/docs as /docs: the page must ask for /api/openapi.json, which
+    the proxy forwards as /openapi.json. Unprefixed paths (Streamlit, Prometheus) still work."""
+    client = _docs_client("/api")
+    assert "url: '/api/openapi.json'" in client.get("/docs").text
+    schema = client.get("/openapi.json").json()
+    assert schema["servers"] == [{"url": "/api"}]
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/api/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["api", "/api/", "/a pi"])
+def test_root_path_must_be_a_clean_prefix(bad: str) -> None:
+    with pytest.raises(ValueError):
+        Settings(backend_root_path=bad)
