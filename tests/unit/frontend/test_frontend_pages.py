@@ -228,9 +228,16 @@ class FakeStreamer:
 
 
 def test_live_page_annotates_frames_and_saves_one(page, fake_backend, monkeypatch):
+    from utils.settings import get_settings
+
     streamer = FakeStreamer()
     monkeypatch.setattr("streamlit_webrtc.webrtc_streamer", streamer)
-    at = page("views/live.py").run()
+    monkeypatch.setenv("LIVE_MAX_PREDICTIONS_PER_SECOND", "2")  # a burst of frames well inside 0.5 s
+    get_settings.cache_clear()
+    try:
+        at = page("views/live.py").run()
+    finally:
+        get_settings.cache_clear()
     assert_no_exception(at)
     assert streamer.kwargs["rtc_configuration"] == {"iceServers": []}
     assert streamer.kwargs["async_processing"] is True
