@@ -7,8 +7,10 @@ For each feature set (`mobilenet`: the whole image; `mobilenet+hand`: MediaPipe 
 landmark features) and each dataset in Data/raw: a group split (by `source_clip` for
 roboflow, by file otherwise) and, for seed-drgfreeman, also the original project's random
 20% split. Each validation image is also pasted into a procedural 640x480 scene
-(`src.composites`) and scored there with the same head, trained on crops only. The hand
-row reports how often no hand was found. Features come from the on-disk cache (the same
+(`src.composites`) and scored there with the same head. For `mobilenet+hand` that head is
+trained, as the trainer does, on the training crops plus HAND_AUG_COPIES scene copies of each
+training crop (seeds `scene{j}-{sha}`); no validation image is ever pasted into a training
+scene, and the test scenes have their own seeds. The hand row reports how often no hand was found. Features come from the on-disk cache (the same
 extractor training uses), so reruns only train heads.
 """
 
@@ -43,8 +45,9 @@ def main() -> int:
     parser.add_argument(
         "--hand-aug-copies",
         type=int,
-        default=0,
-        help="the same for mobilenet+hand (each copy runs the hand stage: ~5x the extraction time)",
+        default=get_settings().hand_aug_copies,
+        help="scene copies for mobilenet+hand, as the trainer makes them (default HAND_AUG_COPIES); "
+        "the validation composites are other scenes",
     )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--feature-sets", nargs="+", default=["mobilenet", "mobilenet+hand"])
