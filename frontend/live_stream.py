@@ -133,7 +133,7 @@ class LiveAnnotator:
         self._latest_frame: np.ndarray | None = None
         self._prediction: LivePrediction | None = None
         self._error = ""
-        self._last_call = -float("inf")
+        self._next_call = -float("inf")
         self._last_log = clock()
         self.stats = LiveStats()
 
@@ -153,8 +153,13 @@ class LiveAnnotator:
         """Annotate one BGR frame (returns a new array; the input is kept as the raw frame)."""
         start = self.clock()
         predicted = False
-        if start - self._last_call >= self.min_interval:
-            self._last_call = start
+        if start >= self._next_call:
+            # On a schedule, not "interval since the last call": frames come at the camera's
+            # pace, and waiting a whole interval from whichever frame fired would round the rate
+            # down to a divisor of the frame rate (12/s at 30 fps would be every third frame, 10/s).
+            # The first frame, or one after a stall, restarts the schedule from now (no burst).
+            behind = start - self._next_call >= self.min_interval
+            self._next_call = (start if behind else self._next_call) + self.min_interval
             predicted = self._predict(frame_bgr)
         with self._lock:
             self._latest_frame = frame_bgr

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # the same number. The client is the peer address, or X-Forwarded-For's first address when
     # the peer is one of TRUSTED_PROXIES (the HTTPS proxy, the Streamlit server).
     rate_limit_predict: int = Field(default=60, ge=0)
-    rate_limit_preview: int = Field(default=900, ge=0)
+    rate_limit_preview: int = Field(default=1200, ge=0)
     rate_limit_upload: int = Field(default=20, ge=0)
     rate_limit_feedback: int = Field(default=60, ge=0)
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     # Streamlit pages and the OpenCV webcam client (frontend/, inference/webcam.py).
     ui_request_timeout_s: float = Field(default=10.0, gt=0)
     ui_recent_predictions: int = Field(default=12, ge=1, le=200)
-    live_max_predictions_per_second: float = Field(default=12.0, gt=0, le=30)
+    live_max_predictions_per_second: float = Field(default=10.0, gt=0, le=30)
     live_use_local_model: bool = False
     # WebRTC ICE servers as JSON, e.g. [{"urls": ["turn:turn.example.org:3478"], "username": "u",
     # "credential": "p"}]. Empty works on localhost only; see docs/ui.md for public deployments.

@@ -52,6 +52,16 @@ def test_predictions_are_throttled_but_every_frame_is_annotated():
     assert snap["fps"] == pytest.approx(30, rel=0.05)
 
 
+def test_the_rate_is_kept_when_it_does_not_divide_the_frame_rate():
+    clock, predictor = Clock(), CountingPredictor()
+    live = LiveAnnotator(predictor, max_per_second=12, clock=clock)
+    for _ in range(90):  # three seconds of a 30 fps camera
+        live.annotate(frame())
+        clock.now += 1 / 30
+    # "an interval after the last call" fires every third frame: 30 calls, 10 a second
+    assert 35 <= predictor.calls <= 37
+
+
 def test_the_raw_frame_is_kept_for_saving():
     live = LiveAnnotator(CountingPredictor(), max_per_second=5, clock=Clock())
     assert live.latest_frame() is None
