@@ -10,8 +10,9 @@ roboflow, by file otherwise) and, for seed-drgfreeman, also the original project
 (`src.composites`) and scored there with the same head. For `mobilenet+hand` that head is
 trained, as the trainer does, on the training crops plus HAND_AUG_COPIES scene copies of each
 training crop (seeds `scene{j}-{sha}`); no validation image is ever pasted into a training
-scene, and the test scenes have their own seeds. The hand row reports how often no hand was found. Features come from the on-disk cache (the same
-extractor training uses), so reruns only train heads.
+scene, and the test scenes have their own seeds. The hand row reports how often no hand was
+found. Features come from the on-disk cache (the same extractor training uses), so reruns only
+train heads.
 """
 
 from __future__ import annotations

@@ -265,10 +265,6 @@ class HandDetector:
         interp.invoke()
         return {name: np.array(interp.get_tensor(i))[0] for name, i in outputs.items()}
 
-    def palms(self, rgb: np.ndarray) -> list[Palm]:
-        """Palms in image pixels, best first, at MediaPipe's score threshold."""
-        return self.scan(rgb)[0]
-
     def scan(self, rgb: np.ndarray) -> tuple[list[Palm], list[Palm]]:
         """(palms at MediaPipe's threshold, weak candidates down to CANDIDATE_SCORE) in image
         pixels, best first, from one invoke on the letterboxed 192x192 input (zero border)."""
