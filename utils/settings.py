@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # MediaPipe Hands models (palm detector + landmarks) from npm, fetched by
     # `python -m utils.hand_models fetch`; 0 = lite models (faster), 1 = full, as MediaPipe names it.
     hand_models_dir: Path = PROJECT_ROOT / "artifacts" / "hand_models"
-    hand_model_complexity: Literal[0, 1] = 1
+    hand_model_complexity: int = Field(default=1, ge=0, le=1)  # an int field: the environment gives "0"
     # Augmented copies per training image for `mobilenet+hand`: each is the image pasted into a
     # procedural scene (src/composites.py) and run through the hand stage, so the head learns hands
     # cut out of rooms, as webcam frames show them. Caps --aug-copies and RETRAIN_AUG_COPIES.

@@ -141,3 +141,15 @@ def test_environment_overrides_dotenv(monkeypatch) -> None:
     assert [str(p) for p in s.dataset_dirs] == ["/a", "/b", "/c"]
     with pytest.raises(ValidationError):
         Settings(retrain_threshold=0)
+
+
+def test_hand_model_complexity_comes_from_the_environment(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from utils.settings import Settings
+
+    monkeypatch.setenv("HAND_MODEL_COMPLEXITY", "0")
+    assert Settings().hand_model_complexity == 0
+    monkeypatch.setenv("HAND_MODEL_COMPLEXITY", "2")
+    with pytest.raises(ValidationError):
+        Settings()
