@@ -329,9 +329,8 @@ class HandDetector:
         for y0 in sorted({round(i * (h - side) / (n - 1)) for i in range(n)}):
             for x0 in sorted({round(i * (w - side) / (n - 1)) for i in range(n)}):
                 offset = np.array([x0, y0], np.float32)
-                tile_sure, tile_weak = self.scan(rgb[y0 : y0 + side, x0 : x0 + side])
-                sure += [Palm(p.box + np.tile(offset, 2), p.keypoints + offset, p.score) for p in tile_sure]
-                weak += [Palm(p.box + np.tile(offset, 2), p.keypoints + offset, p.score) for p in tile_weak]
+                for found, into in zip(self.scan(rgb[y0 : y0 + side, x0 : x0 + side]), (sure, weak), strict=True):
+                    into += [Palm(p.box + np.tile(offset, 2), p.keypoints + offset, p.score) for p in found]
         return sorted(sure, key=lambda p: -p.score), weak
 
     def _search(self, rgb: np.ndarray, candidates: list[Palm]) -> tuple[Hand, np.ndarray] | None:
