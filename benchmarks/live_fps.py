@@ -292,6 +292,7 @@ def main() -> int:
     try:
         run = run_webrtc if args.transport == "webrtc" else run_callback
         result = run(live, frames, args.fps, args.seconds)
+        live.wait_idle()  # the prediction in flight when the camera stopped counts
     finally:
         if backend_proc is not None:
             backend_proc.terminate()

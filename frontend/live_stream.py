@@ -2,10 +2,12 @@
 
 `LiveAnnotator.on_frame` is the `video_frame_callback` given to streamlit-webrtc. It runs on
 the WebRTC worker thread for every frame: it keeps a copy of the raw frame (for "save this
-frame"), asks the predictor for a new prediction when the throttle allows, and draws the
-latest prediction on the frame. The prediction call is synchronous; with streamlit-webrtc's
-`async_processing` the frames that arrive meanwhile are dropped rather than queued, so the
-video never lags behind the camera.
+frame"), hands a frame to the prediction thread when the throttle allows and no prediction is
+in flight, and draws the latest prediction on the frame. The callback never waits for the
+model or the backend: a frame in which no hand can be found takes every fallback of the hand
+stage (about half a second for a 640x480 scene), and a synchronous call would freeze the video
+for that long. One prediction is in flight at a time, so a slow backend lowers the prediction
+rate, never the frame rate, and requests never pile up.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class LiveAnnotator:
         *,
         clock: Callable[[], float] = time.monotonic,
         log_every_s: float = 5.0,
+        idle_exit_s: float = 10.0,
     ) -> None:
         if max_per_second <= 0:
             raise ValueError("max_per_second must be positive")
@@ -129,10 +132,15 @@ class LiveAnnotator:
         self.min_interval = 1.0 / max_per_second
         self.clock = clock
         self.log_every_s = log_every_s
+        self.idle_exit_s = idle_exit_s
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # the prediction thread's hand-off
         self._latest_frame: np.ndarray | None = None
         self._prediction: LivePrediction | None = None
         self._error = ""
+        self._pending: np.ndarray | None = None
+        self._in_flight = False
+        self._worker: threading.Thread | None = None
         self._next_call = -float("inf")
         self._last_log = clock()
         self.stats = LiveStats()
@@ -152,15 +160,7 @@ class LiveAnnotator:
     def annotate(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Annotate one BGR frame (returns a new array; the input is kept as the raw frame)."""
         start = self.clock()
-        predicted = False
-        if start >= self._next_call:
-            # On a schedule, not "interval since the last call": frames come at the camera's
-            # pace, and waiting a whole interval from whichever frame fired would round the rate
-            # down to a divisor of the frame rate (12/s at 30 fps would be every third frame, 10/s).
-            # The first frame, or one after a stall, restarts the schedule from now (no burst).
-            behind = start - self._next_call >= self.min_interval
-            self._next_call = (start if behind else self._next_call) + self.min_interval
-            predicted = self._predict(frame_bgr)
+        self._maybe_submit(frame_bgr, start)
         with self._lock:
             self._latest_frame = frame_bgr
             prediction, error = self._prediction, self._error
@@ -180,31 +180,73 @@ class LiveAnnotator:
             s.frames += 1
             s.frame_ms.append((end - start) * 1000)
             s.frame_times.append(end)
-            if predicted:
-                s.predictions += 1
-                s.prediction_times.append(end)
         if end - self._last_log >= self.log_every_s:
             self._last_log = end
             log.info("live stream stats: %s", self.summary())
         return annotated
 
-    def _predict(self, frame_bgr: np.ndarray) -> bool:
+    def _maybe_submit(self, frame_bgr: np.ndarray, now: float) -> bool:
+        """Hand this frame to the prediction thread if the schedule says so and it is idle."""
+        if now < self._next_call:
+            return False
+        with self._cond:
+            if self._in_flight:  # the schedule waits for the call in flight: no pile-up
+                return False
+            self._in_flight, self._pending = True, frame_bgr
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="live-predictor", daemon=True)
+                self._worker.start()
+            self._cond.notify_all()
+        # On a schedule, not "interval since the last call": frames come at the camera's pace,
+        # and waiting a whole interval from whichever frame fired would round the rate down to
+        # a divisor of the frame rate (12/s at 30 fps would be every third frame, 10/s). The
+        # first frame, or one after a stall or a slow call, restarts the schedule from now.
+        behind = now - self._next_call >= self.min_interval
+        self._next_call = (now if behind else self._next_call) + self.min_interval
+        return True
+
+    def _run(self) -> None:
+        """The prediction thread: one call at a time; it ends after `idle_exit_s` without work
+        (a closed browser tab leaves no thread behind) and the next frame starts a new one."""
+        while True:
+            with self._cond:
+                if self._pending is None and not self._cond.wait_for(
+                    lambda: self._pending is not None, timeout=self.idle_exit_s
+                ):
+                    self._worker = None
+                    return
+                frame_bgr, self._pending = self._pending, None
+            try:
+                self._predict(frame_bgr)
+            finally:
+                with self._cond:
+                    self._in_flight = False
+                    self._cond.notify_all()
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Block until no prediction is in flight (tests, benchmarks, shutdown)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._in_flight, timeout=timeout)
+
+    def _predict(self, frame_bgr: np.ndarray) -> None:
         try:
             prediction = self.predictor(frame_bgr)
         except BackendUnavailable as exc:
             self._set_error("backend unavailable", exc)
-            return False
+            return
         except BackendError as exc:
             self._set_error(exc.message[:60], exc)
-            return False
+            return
         except Exception as exc:
             log.exception("live prediction failed")
             self._set_error("prediction failed", exc)
-            return False
+            return
         with self._lock:
             self._prediction, self._error = prediction, ""
-            self.stats.prediction_ms.append(prediction.latency_ms)
-        return True
+            s = self.stats
+            s.predictions += 1
+            s.prediction_ms.append(prediction.latency_ms)
+            s.prediction_times.append(self.clock())
 
     def _set_error(self, text: str, exc: Exception) -> None:
         log.warning("live prediction failed: %s", exc)
