@@ -14,6 +14,7 @@ hand-aware model (`mobilenet+hand`) /predict p50 under 25 ms including the hand 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import threading
@@ -56,6 +57,7 @@ def main() -> int:
     parser.add_argument("--image", type=Path, default=None, help="a 300x200 PNG (default: first seed rock image)")
     args = parser.parse_args()
     base = get_settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request buries the numbers
     image = args.image or sorted((base.dataset_dirs[0] / "rock").glob("*.png"))[0]
     data = image.read_bytes()
     from src.composites import composite_png
