@@ -19,9 +19,12 @@ class Probabilities(BaseModel):
 class HandResult(BaseModel):
     """Where the hand stage found the hand, in the uploaded image's pixels."""
 
-    found: bool = Field(description="false: no hand was found; the whole image was classified")
-    source: Literal["palm", "rotation", "search", "none"] = Field(
-        description="palm detector, the whole-image rotation search, the search over weak palm candidates, or none"
+    found: bool = Field(
+        description="false: no hand was found; the whole image was classified, or in a scene the likeliest palm region"
+    )
+    source: Literal["palm", "rotation", "search", "candidate", "none"] = Field(
+        description="palm detector, the whole-image rotation search, the search over weak palm candidates; "
+        "not found: candidate (the region classified, no landmarks) or none (the whole image)"
     )
     presence: float = Field(ge=0, le=1)
     box: list[list[float]] = Field(description="the (rotated) crop's 4 corners [x, y]")

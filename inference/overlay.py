@@ -75,13 +75,17 @@ def draw_prediction(
 
 
 def draw_hand(frame: np.ndarray, hand: dict, color: tuple[int, int, int] = WAITING_COLOR) -> np.ndarray:
-    """The hand's (rotated) box and landmark skeleton, in place; nothing when no hand was found."""
-    if not hand.get("found"):
+    """The hand's (rotated) box and landmark skeleton, in place. With no hand found, nothing,
+    or for a scene's likeliest region (`candidate`) its box in grey: what was classified."""
+    candidate = hand.get("source") == "candidate"
+    if not hand.get("found") and not candidate:
         return frame
     thickness = max(1, round(min(frame.shape[:2]) / 240))
     box = np.round(np.asarray(hand.get("box", []), np.float32)).astype(np.int32)
     if box.shape == (4, 2):
-        cv2.polylines(frame, [box], True, color, thickness, cv2.LINE_AA)
+        cv2.polylines(frame, [box], True, WAITING_COLOR if candidate else color, thickness, cv2.LINE_AA)
+    if candidate:
+        return frame
     points = [tuple(round(v) for v in p) for p in hand.get("landmarks", [])]
     if len(points) == 21:
         for a, b in CONNECTIONS:

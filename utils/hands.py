@@ -62,9 +62,10 @@ ANCHOR_OPTIONS: dict[str, Any] = {
 # palm_detection_detection_to_roi: wrist (0) -> middle-finger MCP (2) at 90 degrees, then
 # RectTransformationCalculator scale 2.6, shift_y -0.5, square_long.
 ROI_SCALE, ROI_SHIFT_Y = 2.6, -0.5
+CANDIDATE_SCALE = 4.0  # a scene's likeliest region when no landmarks were found (candidate_rect)
 
 # Bump when anything above changes what the stage outputs: feature caches are keyed by it.
-HAND_STAGE_VERSION = 7
+HAND_STAGE_VERSION = 8
 # Frames are decoded at up to this many times the classifier's input side (a JPEG's reduced-scale
 # decode): the hand stage cuts a small hand out of the frame, so it needs more pixels than 224.
 DECODE_FACTOR = 4
@@ -192,6 +193,16 @@ def palm_to_rect(palm: Palm) -> RotatedRect:
     return RotatedRect(float(centre[0]), float(centre[1]), side, side, rotation)
 
 
+def candidate_rect(palm: Palm) -> RotatedRect:
+    """An upright square of CANDIDATE_SCALE times a weak palm box, on its centre: a weak
+    detection's keypoints (so its rotation and shift) are not to be trusted, and its box is
+    often a fingertip or a knuckle (20-60 px on a 100-190 px hand), so the square is wider than
+    MediaPipe's ROI and covers the hand whichever way it points."""
+    bx0, by0, bx1, by1 = (float(v) for v in palm.box)
+    side = max(bx1 - bx0, by1 - by0) * CANDIDATE_SCALE
+    return RotatedRect((bx0 + bx1) / 2, (by0 + by1) / 2, side, side, 0.0)
+
+
 def crop(rgb: np.ndarray, rect: RotatedRect, size: int) -> np.ndarray:
     """The rotated rectangle as a size x size RGB image (edges replicated, as MediaPipe pads)."""
     return cv2.warpAffine(
@@ -214,7 +225,9 @@ class Hand:
     """What the hand stage found in one image, in that image's pixels."""
 
     found: bool
-    source: str  # "palm" (palm detector), "rotation" (whole-image fallback), "search" (weak candidates) or "none"
+    # "palm" (palm detector), "rotation" (whole-image fallback), "search" (weak candidates);
+    # not found: "candidate" (a scene: the likeliest palm region is what the classifier sees) or "none"
+    source: str
     presence: float
     rect: RotatedRect
     landmarks: np.ndarray | None = field(default=None, repr=False)  # (21, 3): x, y in pixels, z
@@ -357,9 +370,10 @@ class HandDetector:
 
         Palm detector first (MediaPipe's path); then the whole image at the best of four
         quarter turns (tight crops); then the palm detector on tiles (small hands in big frames);
-        then the weak candidates of both scans. Each stage runs only when the ones before failed;
-        the last two only in scenes: a frame too small to tile is a hand crop, and the classifier
-        learnt such crops whole when no hand is found in them.
+        then the weak candidates of both scans; in a scene where all of those fail, the best
+        candidate's region without landmarks. Each stage runs only when the ones before failed;
+        the last three only in scenes: a frame too small to tile is a hand crop, and the
+        classifier learnt such crops whole when no hand is found in them.
         """
         h, w = rgb.shape[:2]
         palms, weak = self.scan(rgb)
@@ -381,9 +395,16 @@ class HandDetector:
         scene = self._tile_scan(rgb)
         if scene is not None:
             tile_palms, tile_weak = scene
-            found = self._from_palms(rgb, tile_palms) or self._search(rgb, weak + tile_weak)
+            candidates = weak + tile_weak
+            found = self._from_palms(rgb, tile_palms) or self._search(rgb, candidates)
             if found:
                 return found
+            if candidates:
+                # No landmarks, but the detector's best guess usually is the hand (14 of 17 such
+                # roboflow composites): the classifier sees that region, not a 640x480 room
+                # squeezed until the hand is a few pixels.
+                rect = candidate_rect(max(candidates, key=lambda p: p.score))
+                return Hand(False, "candidate", presence, rect, None), crop(rgb, rect, LANDMARK_INPUT)
         upright = whole_image_rect(w, h, 0)
         return Hand(False, "none", presence, upright, None), crop(rgb, upright, LANDMARK_INPUT)
 
@@ -426,6 +447,8 @@ WHOLE_FRAME_FRACTION = 0.5
 
 def hand_square(hand: Hand, width: int, height: int) -> RotatedRect | None:
     """The axis-aligned square the classifier sees for a small hand, or None for the whole frame."""
+    if hand.source == "candidate":
+        return hand.rect
     if not hand.found or hand.landmarks is None:
         return None
     (x0, y0), (x1, y1) = hand.landmarks[:, :2].min(0), hand.landmarks[:, :2].max(0)

@@ -34,3 +34,16 @@ def test_no_hand_draws_nothing_and_says_so() -> None:
     without = draw_prediction(np.zeros((320, 320, 3), np.uint8), "rock", 0.9, hand=None)
     banner = slice(0, 40)
     assert with_note[banner, 160:].sum() > without[banner, 160:].sum()  # "no hand found" on the right
+
+
+def test_a_scenes_likeliest_region_is_drawn_grey_and_still_says_no_hand() -> None:
+    """`candidate`: no landmarks were found, but this region is what the classifier saw."""
+    hand = {**_hand(found=False), "source": "candidate"}
+    frame = np.zeros((320, 320, 3), np.uint8)
+    draw_hand(frame, hand, (0, 255, 0))
+    edge = frame[120, 160].astype(int)
+    assert edge[0] == edge[1] == edge[2] > 100 and frame[260, 160].any()  # the box, in grey, not green
+    assert not frame[150, 100].any() and not frame[200, 160].any()  # no skeleton
+    with_note = draw_prediction(np.zeros((320, 320, 3), np.uint8), "rock", 0.9, hand=hand)
+    without = draw_prediction(np.zeros((320, 320, 3), np.uint8), "rock", 0.9, hand=None)
+    assert with_note[0:40, 160:].sum() > without[0:40, 160:].sum()  # "no hand found"

@@ -161,9 +161,45 @@ def test_weak_candidates_find_a_sideways_hand_the_palm_pass_misses(detector, sam
     inside = (lm > np.array([x, y]) - 10) & (lm < np.array([x, y]) + side + 10)
     assert np.mean(inside.all(1)) > 0.9
     assert found.features[0] == 1.0
-    # The stages before it really miss this hand: without the candidate search nothing is found.
+    # The stages before it really miss this hand: without the candidate search no landmarks
+    # are found, and the classifier falls back to the best candidate's region.
     monkeypatch.setattr(hands, "MAX_CANDIDATES", 0)
-    assert hand_inputs(scene, detector, 224, "mobilenet").hand.source == "none"
+    assert hand_inputs(scene, detector, 224, "mobilenet").hand.source == "candidate"
+
+
+def test_a_scene_without_landmarks_shows_the_classifier_the_likeliest_region(
+    detector, sample_images, monkeypatch
+) -> None:
+    """The backbone sees the best weak palm's square, not the room squeezed to 224x224."""
+    from src.composites import background
+    from utils import hands
+    from utils.images import backbone_preprocess
+
+    hand = cv2.imread(str(sample_images["paper"][6]))
+    scene = background(np.random.default_rng(1))
+    x, y, side = 400, 180, 120
+    scene[y : y + side, x : x + side] = cv2.resize(hand, (side, side))
+    monkeypatch.setattr(hands, "PRESENCE_THRESHOLD", 1.01)  # no crop passes the landmark model
+    found = hand_inputs(scene, detector, 224, "mobilenet")
+    assert not found.hand.found and found.hand.source == "candidate", found.hand
+    assert not found.features.any(), "no landmarks: the landmark half is zeros, as for no hand"
+    rect = found.hand.rect
+    assert x < rect.cx < x + side and y < rect.cy < y + side, rect
+    assert rect.rotation == 0.0 and side * 0.5 < rect.width < 640
+    view = hands.crop(cv2.cvtColor(scene, cv2.COLOR_BGR2RGB), rect, 224)
+    np.testing.assert_allclose(found.image, backbone_preprocess(view, "mobilenet"), atol=1e-6)
+    body = found.hand.as_json()
+    assert (body["found"], body["source"], len(body["box"]), body["landmarks"]) == (False, "candidate", 4, [])
+
+
+def test_a_crop_without_landmarks_is_still_classified_whole(detector, sample_images, monkeypatch) -> None:
+    """Candidates stand in for a hand only in scenes: a tight crop is the hand already."""
+    from utils import hands
+
+    monkeypatch.setattr(hands, "PRESENCE_THRESHOLD", 1.01)
+    crop_bgr = cv2.imread(str(sample_images["paper"][6]))
+    assert min(crop_bgr.shape[:2]) < 2 * hands.PALM_INPUT
+    assert hand_inputs(crop_bgr, detector, 224, "mobilenet").hand.source == "none"
 
 
 def test_no_hand_gives_the_whole_image_and_zero_features(detector) -> None:
