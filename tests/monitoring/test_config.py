@@ -71,16 +71,22 @@ def test_native_and_compose_configs_differ_only_in_targets() -> None:
     native, compose = (yaml.safe_load(p.read_text()) for p in CONFIGS)
     assert native["rule_files"] == compose["rule_files"] == ["rules/*.yml"]
 
-    def jobs(cfg: dict) -> dict[str, dict]:
-        return {j["job_name"]: {k: v for k, v in j.items() if k != "static_configs"} for j in cfg["scrape_configs"]}
+    discovery = ("static_configs", "dns_sd_configs")
 
-    def targets(cfg: dict, job: str) -> list[str]:
-        (job_cfg,) = [j for j in cfg["scrape_configs"] if j["job_name"] == job]
-        return [t for sc in job_cfg["static_configs"] for t in sc["targets"]]
+    def jobs(cfg: dict) -> dict[str, dict]:
+        return {j["job_name"]: {k: v for k, v in j.items() if k not in discovery} for j in cfg["scrape_configs"]}
+
+    def job(cfg: dict, name: str) -> dict:
+        (job_cfg,) = [j for j in cfg["scrape_configs"] if j["job_name"] == name]
+        return job_cfg
 
     assert jobs(native) == jobs(compose)
-    assert targets(native, "backend") == ["127.0.0.1:8000"]
-    assert targets(compose, "backend") == ["backend:8000"]
+    # Natively one backend on loopback; in Compose every replica of the `backend` service, each
+    # its own target (Docker's DNS answers one A record per container).
+    assert job(native, "backend") == {**jobs(native)["backend"], "static_configs": [{"targets": ["127.0.0.1:8000"]}]}
+    [dns] = job(compose, "backend")["dns_sd_configs"]
+    assert set(job(compose, "backend")) & set(discovery) == {"dns_sd_configs"}
+    assert (dns["names"], dns["type"], dns["port"]) == (["backend"], "A", 8000)
 
 
 def test_compose_mounts_what_the_provisioning_expects() -> None:
@@ -169,3 +175,4 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
     ]
     assert [s for s in service if s not in exprs["rps-service"]] == []
     assert [s for s in model if s not in exprs["rps-model"]] == []
+
