@@ -51,7 +51,7 @@ def test_every_alert_has_a_unit_test_that_fires_it_and_one_that_does_not() -> No
                 (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
     names = {r["alert"] for r in _alerts()}
     assert names == {
-        "BackendDown", "BackendHigh5xxRate", "BackendLatencyHigh", "ModelNotLoaded", "DatabaseLarge",
+        "BackendDown", "BackendAbsent", "BackendHigh5xxRate", "BackendLatencyHigh", "ModelNotLoaded", "DatabaseLarge",
         "RetrainFailed", "RetrainDeliveryRefused", "RetrainOverdue", "FeedbackAccuracyLow", "ConfidenceDropping",
     }  # fmt: skip
     assert names - fired == set(), "alerts never shown firing in monitoring/tests"
