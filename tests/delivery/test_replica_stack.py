@@ -15,7 +15,6 @@ One module-scoped stack; the tests run in file order and the last one stops and 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
@@ -113,7 +112,7 @@ def replica_stack(model_dir: Path) -> Iterator[ReplicaStack]:
     project = c.ComposeProject.create_deploy(
         workdir, engine, images, base, model_dir, variables={"BACKEND_REPLICAS": str(REPLICAS)}, services=services
     )
-    try:
+    with c.torn_down(project, phases, ARTIFACTS_DIR / "replica-stack.log"):
         project.build()
         phases.done("four images (docker-compose.build.yml)")
         project.compose("up", "-d", "--wait", "--wait-timeout", "600", *STARTED, timeout=900)
@@ -125,17 +124,6 @@ def replica_stack(model_dir: Path) -> Iterator[ReplicaStack]:
         )
         stack = ReplicaStack(project, f"https://localhost:{project.port('proxy', 443)}", workdir / "tls" / "tls.crt")
         yield stack
-    except BaseException:
-        print(project.logs(80))
-        raise
-    finally:
-        phases.done("the tests")
-        ARTIFACTS_DIR.mkdir(exist_ok=True)
-        (ARTIFACTS_DIR / "replica-stack.log").write_text(project.logs(400))
-        left = project.down()
-        phases.done("down -v")
-        print("replica stack test phases:", json.dumps(phases.times))
-        assert left == {"containers": [], "volumes": [], "networks": []}, "docker compose down -v left these"
 
 
 def _ready_answers(stack: ReplicaStack, n: int) -> list[dict]:

@@ -32,7 +32,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -387,3 +388,22 @@ class Phases:
         self.times[name] = round(now - self._t, 1)
         self._t = now
         print(f"{self.label}: {name} {self.times[name]} s", flush=True)
+
+
+@contextmanager
+def torn_down(project: ComposeProject, phases: Phases, log_file: Path) -> Iterator[None]:
+    """Around a stack test's setup and tests: the last logs printed when something fails and
+    kept in `log_file` always, then `down -v`, which must leave nothing behind."""
+    try:
+        yield
+    except BaseException:
+        print(project.logs(80))
+        raise
+    finally:
+        phases.done("the tests")
+        log_file.parent.mkdir(exist_ok=True)
+        log_file.write_text(project.logs(400))
+        left = project.down()
+        phases.done("down -v")
+        print(f"{phases.label} phases:", json.dumps(phases.times))
+        assert left == {"containers": [], "volumes": [], "networks": []}, "docker compose down -v left these"
