@@ -4,6 +4,7 @@ CPU-bound decode/inference never blocks the event loop."""
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -229,7 +230,7 @@ def ready(holder: HolderDep, pool: PoolDep) -> Ready | JSONResponse:
     if not holder.loaded:
         detail = f" Last load error: {holder.last_error}" if holder.last_error else ""
         raise APIError(503, "model_not_loaded", "No model is loaded." + detail)
-    return Ready(status="ready", model_version=holder.current.version, database="ok")
+    return Ready(status="ready", model_version=holder.current.version, database="ok", replica=socket.gethostname())
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: {"model": ErrorBody}}, tags=["model"])

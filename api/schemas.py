@@ -97,6 +97,8 @@ class Ready(BaseModel):
     status: Literal["ready"]
     model_version: str
     database: Literal["ok"]
+    # Which process answered behind a load balancer: the container's or pod's host name.
+    replica: str
 
 
 class Architecture(BaseModel):

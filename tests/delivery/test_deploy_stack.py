@@ -89,7 +89,7 @@ def deploy_stack(model_dir: Path) -> Iterator[DeployStack]:
     base = c.build_base_image(engine, images)
     phases.done(f"engine, stand-ins, shared base image ({'built' if base.built_s else 'cached'} {base.image})")
     project = c.ComposeProject.create_deploy(TEST_RUN_DIR / "deploy-stack", engine, images, base, model_dir)
-    try:
+    with c.torn_down(project, phases, ARTIFACTS_DIR / "deploy-stack.log"):
         project.build()
         phases.done("four images (docker-compose.build.yml)")
         project.compose("up", "-d", "--wait", "--wait-timeout", "600", timeout=900)
@@ -97,17 +97,6 @@ def deploy_stack(model_dir: Path) -> Iterator[DeployStack]:
         https, http = project.port("proxy", 443), project.port("proxy", 80)
         cert = project.workdir / "tls" / "tls.crt"
         yield DeployStack(project, f"https://localhost:{https}", f"http://localhost:{http}", cert)
-    except BaseException:
-        print(project.logs(80))
-        raise
-    finally:
-        phases.done("the tests")
-        ARTIFACTS_DIR.mkdir(exist_ok=True)
-        (ARTIFACTS_DIR / "deploy-stack.log").write_text(project.logs(400))
-        left = project.down()
-        phases.done("down -v")
-        print("deploy stack test phases:", json.dumps(phases.times))
-        assert left == {"containers": [], "volumes": [], "networks": []}, "docker compose down -v left these"
 
 
 def test_every_service_healthy_and_only_the_proxy_published_on_loopback(deploy_stack: DeployStack) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 
 import cv2
 import numpy as np
@@ -159,6 +160,7 @@ def test_ops_endpoints(client, sample_images, settings) -> None:
     ready = client.get("/ready").json()
     model = client.get("/model").json()
     assert ready["status"] == "ready" and ready["model_version"] == model["version"]
+    assert ready["replica"] == socket.gethostname()
     arch = model["architecture"]
     assert {k: arch[k] for k in ("backbone", "alpha", "input_size", "weights")} == {
         "backbone": "mobilenet",

@@ -9,7 +9,7 @@ import promql_parser
 import pytest
 import yaml
 
-from tests.monitoring import grafana
+from tests.monitoring import grafana, replicas
 from tests.monitoring.conftest import MONITORING, RULE_FILES, require_prometheus
 from tests.support.procs import PROJECT_ROOT
 
@@ -51,7 +51,7 @@ def test_every_alert_has_a_unit_test_that_fires_it_and_one_that_does_not() -> No
                 (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
     names = {r["alert"] for r in _alerts()}
     assert names == {
-        "BackendDown", "BackendHigh5xxRate", "BackendLatencyHigh", "ModelNotLoaded", "DatabaseLarge",
+        "BackendDown", "BackendAbsent", "BackendHigh5xxRate", "BackendLatencyHigh", "ModelNotLoaded", "DatabaseLarge",
         "RetrainFailed", "RetrainDeliveryRefused", "RetrainOverdue", "FeedbackAccuracyLow", "ConfidenceDropping",
     }  # fmt: skip
     assert names - fired == set(), "alerts never shown firing in monitoring/tests"
@@ -71,16 +71,22 @@ def test_native_and_compose_configs_differ_only_in_targets() -> None:
     native, compose = (yaml.safe_load(p.read_text()) for p in CONFIGS)
     assert native["rule_files"] == compose["rule_files"] == ["rules/*.yml"]
 
-    def jobs(cfg: dict) -> dict[str, dict]:
-        return {j["job_name"]: {k: v for k, v in j.items() if k != "static_configs"} for j in cfg["scrape_configs"]}
+    discovery = ("static_configs", "dns_sd_configs")
 
-    def targets(cfg: dict, job: str) -> list[str]:
-        (job_cfg,) = [j for j in cfg["scrape_configs"] if j["job_name"] == job]
-        return [t for sc in job_cfg["static_configs"] for t in sc["targets"]]
+    def jobs(cfg: dict) -> dict[str, dict]:
+        return {j["job_name"]: {k: v for k, v in j.items() if k not in discovery} for j in cfg["scrape_configs"]}
+
+    def job(cfg: dict, name: str) -> dict:
+        (job_cfg,) = [j for j in cfg["scrape_configs"] if j["job_name"] == name]
+        return job_cfg
 
     assert jobs(native) == jobs(compose)
-    assert targets(native, "backend") == ["127.0.0.1:8000"]
-    assert targets(compose, "backend") == ["backend:8000"]
+    # Natively one backend on loopback; in Compose every replica of the `backend` service, each
+    # its own target (Docker's DNS answers one A record per container).
+    assert job(native, "backend") == {**jobs(native)["backend"], "static_configs": [{"targets": ["127.0.0.1:8000"]}]}
+    [dns] = job(compose, "backend")["dns_sd_configs"]
+    assert set(job(compose, "backend")) & set(discovery) == {"dns_sd_configs"}
+    assert (dns["names"], dns["type"], dns["port"]) == (["backend"], "A", 8000)
 
 
 def test_compose_mounts_what_the_provisioning_expects() -> None:
@@ -169,3 +175,47 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
     ]
     assert [s for s in service if s not in exprs["rps-service"]] == []
     assert [s for s in model if s not in exprs["rps-model"]] == []
+
+
+# ---------------------------------------------------------------- several backend replicas
+
+
+def _rule_exprs() -> list[tuple[str, str]]:
+    return [(r.get("alert") or r["record"], r["expr"]) for r in _alerts()]
+
+
+@pytest.mark.parametrize("target", grafana.all_targets(), ids=lambda t: t.name)
+def test_panel_aggregates_across_replicas(target) -> None:
+    variables = grafana.template_variables(target.dashboard)
+    expr = grafana.substitute(target.expr, {name: v["allValue"] for name, v in variables.items()})
+    assert replicas.aggregation_problems(expr) == [], (target.panel_title, expr)
+
+
+@pytest.mark.parametrize(("name", "expr"), _rule_exprs(), ids=[n for n, _ in _rule_exprs()])
+def test_alert_aggregates_across_replicas(name: str, expr: str) -> None:
+    assert replicas.aggregation_problems(expr) == [], name
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ('sum(rps_predictions_since_retrain{job="backend"})', "counts it per replica"),
+        ('sum by (state) (rps_retrain_requests{job="backend"})', "counts it per replica"),
+        ("histogram_quantile(0.5, sum by (le) (rps_retrain_duration_seconds_bucket))", "counts it per replica"),
+        ("rps_database_size_bytes", "not aggregated across instances"),
+        ('max by (instance) (rps_feedback_accuracy{job="backend"})', "not aggregated across instances"),
+        ("rate(http_requests_total[5m])", "not aggregated across instances"),
+        ("sum by (instance, le) (rate(http_request_duration_seconds_bucket[5m]))", "not aggregated across instances"),
+        ("max(rate(rps_predictions_total[5m]))", "rates add up"),
+    ],
+)
+def test_the_replica_check_refuses_what_would_be_wrong(expr: str, problem: str) -> None:
+    found = replicas.aggregation_problems(expr)
+    assert len(found) == 1 and problem in found[0], found
+
+
+def test_the_replica_check_knows_every_database_gauge() -> None:
+    derived = replicas.database_derived()
+    # The gauges docs/scale.md names, and the histogram the database gives per outcome.
+    assert {"rps_predictions_since_retrain", "rps_retrain_requests", "rps_database_size_bytes"} <= derived
+    assert "rps_retrain_duration_seconds_bucket" in derived and "rps_predictions_total" not in derived

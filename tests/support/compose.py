@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,22 +271,35 @@ class ComposeProject:
 
     @classmethod
     def create_deploy(
-        cls, workdir: Path, engine_env: dict[str, str], images: dict[str, str], base: BaseImage, model_dir: Path
+        cls,
+        workdir: Path,
+        engine_env: dict[str, str],
+        images: dict[str, str],
+        base: BaseImage,
+        model_dir: Path,
+        *,
+        variables: dict[str, str] | None = None,
+        services: Callable[[str], dict[str, dict]] | None = None,
     ) -> ComposeProject:
         """docker-compose.deploy.yml with fresh secrets in `workdir/deploy.env` and a throwaway
-        certificate for localhost in `workdir/tls` (tls.crt, tls.key)."""
+        certificate for localhost in `workdir/tls` (tls.crt, tls.key). `variables` add to the
+        .env (e.g. BACKEND_REPLICAS); `services(tag)` (the run's image tag) adds to the override,
+        key by key per service (Compose merges an `environment` mapping with the deploy file's)."""
         from tests.support.https_proxy import self_signed
 
         name = _free_project_name()
         tls = workdir / "tls"
         tls.mkdir(parents=True, exist_ok=True)
         self_signed(tls)
-        variables = deploy_variables(tls)
+        variables = {**deploy_variables(tls), **(variables or {})}
         env_file = workdir / "deploy.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
         env_file.chmod(0o600)
         override = workdir / "deploy.override.yml"
-        override.write_text(yaml.safe_dump(deploy_override_for(images, name, model_dir), sort_keys=False))
+        spec = deploy_override_for(images, name, model_dir)
+        for service, keys in (services(name) if services else {}).items():
+            spec["services"].setdefault(service, {}).update(keys)
+        override.write_text(yaml.safe_dump(spec, sort_keys=False))
         env = {**_build_env(engine_env, name, base), **variables}
         return cls(name, workdir, env, override, file="docker-compose.deploy.yml", env_file=env_file)
 
@@ -305,7 +320,11 @@ class ComposeProject:
 
     def container(self, service: str) -> str:
         """The id of the service's (first) container."""
-        return self.compose("ps", "-q", service, timeout=60).split()[0]
+        return self.containers(service)[0]
+
+    def containers(self, service: str) -> list[str]:
+        """The ids of the service's running containers (one per replica)."""
+        return self.compose("ps", "-q", service, timeout=60).split()
 
     def port(self, service: str, container_port: int) -> int:
         out = self.compose("port", service, str(container_port), timeout=60).strip()
@@ -369,3 +388,22 @@ class Phases:
         self.times[name] = round(now - self._t, 1)
         self._t = now
         print(f"{self.label}: {name} {self.times[name]} s", flush=True)
+
+
+@contextmanager
+def torn_down(project: ComposeProject, phases: Phases, log_file: Path) -> Iterator[None]:
+    """Around a stack test's setup and tests: the last logs printed when something fails and
+    kept in `log_file` always, then `down -v`, which must leave nothing behind."""
+    try:
+        yield
+    except BaseException:
+        print(project.logs(80))
+        raise
+    finally:
+        phases.done("the tests")
+        log_file.parent.mkdir(exist_ok=True)
+        log_file.write_text(project.logs(400))
+        left = project.down()
+        phases.done("down -v")
+        print(f"{phases.label} phases:", json.dumps(phases.times))
+        assert left == {"containers": [], "volumes": [], "networks": []}, "docker compose down -v left these"
