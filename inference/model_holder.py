@@ -188,9 +188,20 @@ def _hand_detector(architecture: dict[str, Any]):
     if architecture["feature_set"] != "mobilenet+hand":
         raise ModelLoadError(f"unknown feature set {architecture['feature_set']!r} in the model's metadata")
     from utils.hand_models import HandModelsMissing
-    from utils.hands import HandDetector
+    from utils.hands import HAND_STAGE_VERSION, HandDetector
     from utils.settings import get_settings
 
+    trained = architecture.get("hand_stage_version")
+    if trained is not None and int(trained) != HAND_STAGE_VERSION:
+        # Served anyway: the stages differ only in fallbacks for some frames, and refusing would
+        # take the service down on an upgrade. The next retrain (the gate scores both models
+        # through this code) replaces it.
+        log.warning(
+            "this model was trained with hand stage v%s but this code runs v%s: some frames get"
+            " inputs it never saw in training until the next retrain",
+            trained,
+            HAND_STAGE_VERSION,
+        )
     try:
         return HandDetector.from_dir(get_settings().hand_models_dir, int(architecture.get("hand_model_complexity", 1)))
     except HandModelsMissing as exc:

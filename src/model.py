@@ -41,9 +41,10 @@ class Architecture:
         data = asdict(self)
         data["weights"] = Path(self.weights).name if self.weights != "imagenet" else "imagenet"
         if self.uses_hands:
-            from utils.hands import HAND_FEATURES
+            from utils.hands import HAND_FEATURES, HAND_STAGE_VERSION
 
             data["hand_features"] = HAND_FEATURES
+            data["hand_stage_version"] = HAND_STAGE_VERSION  # serving warns when its own differs
         else:
             data.pop("hand_model_complexity")
         return data

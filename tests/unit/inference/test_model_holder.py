@@ -79,3 +79,20 @@ def test_a_waiting_request_gets_the_slot_when_it_frees() -> None:
 def test_concurrency_must_be_positive(bad: int) -> None:
     with pytest.raises(ValueError):
         ModelHolder(max_concurrent=bad)
+
+
+def test_a_model_from_another_hand_stage_is_served_with_a_warning(caplog) -> None:
+    """Its metadata records the stage it was trained with (src.model.Architecture.as_dict);
+    serving says so when the running code's stage differs, and still serves."""
+    from inference.model_holder import _hand_detector
+    from src.model import Architecture
+    from utils.hands import HAND_STAGE_VERSION, HandDetector
+
+    arch = Architecture("mobilenet", 0.25, 224, "imagenet", "mobilenet+hand", 1).as_dict()
+    assert arch["hand_stage_version"] == HAND_STAGE_VERSION
+    with caplog.at_level("WARNING", logger="inference.model_holder"):
+        assert isinstance(_hand_detector(arch), HandDetector)
+    assert not caplog.records, "same stage: nothing to say"
+    with caplog.at_level("WARNING", logger="inference.model_holder"):
+        assert isinstance(_hand_detector({**arch, "hand_stage_version": HAND_STAGE_VERSION - 1}), HandDetector)
+    assert f"hand stage v{HAND_STAGE_VERSION - 1}" in caplog.text
