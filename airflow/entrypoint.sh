@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Airflow 3, natively (scripts/services/40-airflow.sh, tests/support/stack.py) and in its image:
-#   airflow/entrypoint.sh init|api-server|scheduler|dag-processor|COMMAND [ARGS...]
+#   airflow/entrypoint.sh init|api-server|scheduler|dag-processor|celery-worker QUEUES|COMMAND [ARGS...]
 # Configuration comes from utils/settings.py through scripts/env_export.py; an AIRFLOW__*
 # variable already set in the environment (Compose) wins. `init` creates the metadata database
 # if needed and migrates it; run it once before the three long-running components.
@@ -38,8 +38,15 @@ case "${1:-}" in
   dag-processor)
     exec airflow dag-processor
     ;;
+  celery-worker)
+    # CeleryExecutor only (docker-compose.celery.yml): QUEUES is a comma-separated list, e.g.
+    # `default` or `training`; the same log-server reason as the scheduler's.
+    [[ "$AIRFLOW__CORE__EXECUTOR" == "CeleryExecutor" ]] \
+      || { echo "celery-worker needs AIRFLOW_EXECUTOR=CeleryExecutor (it is $AIRFLOW__CORE__EXECUTOR)" >&2; exit 2; }
+    exec airflow celery worker --skip-serve-logs --queues "${2:?usage: $0 celery-worker QUEUES}"
+    ;;
   "")
-    echo "usage: $0 init|api-server|scheduler|dag-processor|COMMAND [ARGS...]" >&2
+    echo "usage: $0 init|api-server|scheduler|dag-processor|celery-worker QUEUES|COMMAND [ARGS...]" >&2
     exit 2
     ;;
   *)

@@ -52,7 +52,7 @@ def _airflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home),
         "PYTHONPATH": os.pathsep.join(pythonpath),  # DAG tasks import `src`
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": s.airflow_executor,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "airflow" / "dags"),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -71,6 +71,17 @@ def _airflow(s: Settings, environ: Mapping[str, str]) -> dict[str, str]:
         # A new DAG file is listed within seconds (default: every 300 s).
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        **(_celery(s) if s.airflow_executor == "CeleryExecutor" else {}),
+    }
+
+
+def _celery(s: Settings) -> dict[str, str]:
+    # Task states travel back through Airflow's own database (Celery's SQLAlchemy backend, the
+    # same URL with `db+` in front): nothing but the broker is added to the stack.
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": s.airflow_celery_broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{s.airflow_database_url}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.airflow_worker_concurrency),
     }
 
 

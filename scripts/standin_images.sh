@@ -7,8 +7,8 @@
 #   scripts/standin_images.sh [ENV_FILE]
 #
 # Prints (and writes to ENV_FILE when given) the image to use for each, as build arguments /
-# Compose variables: PYTHON_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE, CADDY_IMAGE. The stand-ins
-# trust the host's CA bundle, so apt and pip inside builds reach the package registries through
+# Compose variables: PYTHON_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE, CADDY_IMAGE, REDIS_IMAGE. The
+# stand-ins trust the host's CA bundle, so apt and pip inside builds reach the package registries through
 # the same TLS interception the host sees. docs/deploy.md lists which images are stand-ins.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,6 +68,7 @@ out="$(
   choose POSTGRES_IMAGE postgres:16.4-bookworm localhost/rps-standin-postgres:15-bookworm Dockerfile.postgres
   choose PROMETHEUS_IMAGE prom/prometheus:v3.5.0 localhost/rps-standin-prometheus:bookworm Dockerfile.prometheus
   choose CADDY_IMAGE caddy:2.10.2-alpine localhost/rps-standin-caddy:bookworm Dockerfile.caddy
+  choose REDIS_IMAGE redis:7.4-bookworm localhost/rps-standin-redis:bookworm Dockerfile.redis
 )"
 echo "$out"
 if [[ -n "${1:-}" ]]; then

@@ -150,6 +150,14 @@ class Settings(BaseSettings):
     airflow_jwt_secret: str = PLACEHOLDER
     airflow_database_url: str = "postgresql+psycopg2://airflow:airflow@127.0.0.1:5432/airflow"
     airflow_parallelism: int = 4
+    # LocalExecutor runs the tasks as children of the scheduler (one machine); CeleryExecutor
+    # hands them through a Redis broker to `airflow celery worker`s (docker-compose.celery.yml).
+    airflow_executor: Literal["LocalExecutor", "CeleryExecutor"] = "LocalExecutor"
+    airflow_celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    airflow_worker_concurrency: int = Field(default=2, ge=1)  # task processes per Celery worker
+    # The Celery queue of the training task: only workers of the training image take it.
+    # LocalExecutor ignores queues.
+    training_queue: str = "training"
     mlflow_database_url: str = "postgresql://mlflow:mlflow@127.0.0.1:5432/mlflow"
     mlflow_artifacts_destination: str = str(PROJECT_ROOT / ".run" / "mlflow-artifacts")
     mlflow_port: int = 5000

@@ -35,6 +35,11 @@ def _record_failure(context) -> None:
 NETWORK_RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=5)}
 
 
+def _training_queue() -> str:
+    """Where the training task goes under CeleryExecutor: the workers of the training image."""
+    return _settings().training_queue
+
+
 @dag(
     dag_id="rock_paper_scissors_retrain_pipeline",
     schedule=None,
@@ -76,7 +81,7 @@ def rock_paper_scissors_retrain_pipeline():
 
         return has_new_training_data(_settings(), _request_id(), bool(get_current_context()["params"]["force"]))
 
-    @task(**NETWORK_RETRIES)
+    @task(queue=_training_queue(), **NETWORK_RETRIES)
     def retrain_rps_model(data_version: str) -> dict:
         from src.pipeline import retrain
 

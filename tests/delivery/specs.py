@@ -26,7 +26,9 @@ STANDIN_DOCKERFILES = sorted((ROOT / "scripts" / "standin").glob("Dockerfile.*")
 COMPOSE_LOCAL = ROOT / "docker-compose.yml"
 COMPOSE_BUILD = ROOT / "docker-compose.build.yml"
 COMPOSE_DEPLOY = ROOT / "docker-compose.deploy.yml"
-COMPOSE_FILES = (COMPOSE_LOCAL, COMPOSE_BUILD, COMPOSE_DEPLOY)
+# Layered on the local file: Airflow's CeleryExecutor, Redis and the workers.
+COMPOSE_CELERY = ROOT / "docker-compose.celery.yml"
+COMPOSE_FILES = (COMPOSE_LOCAL, COMPOSE_BUILD, COMPOSE_DEPLOY, COMPOSE_CELERY)
 WORKFLOW = ROOT / ".github" / "workflows" / "cicd.yml"
 
 

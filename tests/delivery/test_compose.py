@@ -3,13 +3,17 @@ health endpoints that exist, and the same entrypoints as the native stack."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.delivery import specs
+from utils.settings import Settings
 
 STACK = {
     "postgres": [5432],
@@ -393,3 +397,45 @@ def test_grafana_dashboard_provider_reads_the_mounted_folder(local: dict) -> Non
     for file in files:
         for provider in yaml.safe_load(file.read_text()).get("providers", []):
             assert provider["options"]["path"] in mounts, f"{file.name}: {provider['options']['path']}"
+
+
+# ---------------------------------------------------------------- the CeleryExecutor layer
+
+
+def _celery_merged() -> dict[str, dict]:
+    """docker-compose.yml with docker-compose.celery.yml on top, as Compose resolves them."""
+    compose = Path(sys.executable).parent / "docker-compose"
+    args = [str(compose), "-f", "docker-compose.yml", "-f", "docker-compose.celery.yml", "--profile", "train"]
+    args += ["config", "--format", "json"]
+    out = subprocess.run(args, cwd=specs.ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    return json.loads(out)["services"]
+
+
+def test_the_celery_layer_adds_a_private_broker_and_two_kinds_of_worker(settings_names: set[str]) -> None:
+    layer = specs.load_yaml(specs.COMPOSE_CELERY)["services"]
+    assert {"redis", "airflow-worker", "airflow-worker-training"} <= set(layer)
+    assert not any(s.get("ports") or s.get("expose") for s in layer.values()), "the broker stays inside the network"
+    merged = _celery_merged()
+    assert not merged["redis"].get("ports")
+    default = Settings(_env_file=None)
+    for name in ("airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-worker", "airflow-worker-training"):  # fmt: skip
+        env = merged[name]["environment"]
+        assert env["AIRFLOW_EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW_CELERY_BROKER_URL"] == "redis://redis:6379/0", name
+        for key in env:
+            assert key in settings_names or key.startswith(TOOL_PREFIXES) or key in COMPOSE_ONLY_ENV, (name, key)
+    for name in ("airflow-scheduler", "airflow-worker", "airflow-worker-training"):
+        assert merged[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+    for name in ("redis", "airflow-worker", "airflow-worker-training"):
+        assert has_healthcheck(merged[name]) and merged[name]["restart"] == "unless-stopped", name
+    # The Airflow image takes the default queue; the training image (the trainer's) the training one.
+    worker, training = merged["airflow-worker"], merged["airflow-worker-training"]
+    assert worker["image"] == merged["airflow-scheduler"]["image"] and worker["command"] == ["celery-worker", "default"]
+    assert training["image"] == merged["trainer"]["image"]
+    assert training["build"]["dockerfile"] == merged["trainer"]["build"]["dockerfile"] == "src/Dockerfile.src"
+    assert training["build"]["args"] == merged["trainer"]["build"]["args"]
+    assert training["entrypoint"] == ["/app/airflow/entrypoint.sh"]
+    assert training["command"] == ["celery-worker", default.training_queue]
+    # Both workers share the scheduler's volumes: the DAG's stages hand over through the workspace.
+    assert worker["volumes"] == training["volumes"] == merged["airflow-scheduler"]["volumes"]

@@ -159,7 +159,16 @@ def test_entrypoint_scripts_exist_and_are_executable(name: str, dockerfiles: dic
 # What each image starts, for the import check below (the frontend's pages load by path).
 ENTRY_FILES = {
     "backend": ["main.py"],
-    "trainer": ["src/train.py", "src/evaluate.py", "src/data.py", "src/pipeline.py", "Database_connection/__main__.py"],
+    "trainer": [
+        "src/train.py",
+        "src/evaluate.py",
+        "src/data.py",
+        "src/pipeline.py",
+        "Database_connection/__main__.py",
+        # the training queue's Celery worker
+        "airflow/dags/*.py",
+        "scripts/env_export.py",
+    ],
     "streamlit": ["frontend/**/*.py"],
     "airflow": ["airflow/dags/*.py", "src/pipeline.py", "scripts/env_export.py", "scripts/ensure_service_db.py"],
     "mlflow": ["scripts/env_export.py", "scripts/ensure_service_db.py"],

@@ -251,12 +251,23 @@ class ComposeProject:
     file: str = "docker-compose.yml"
     # Read instead of the checkout's .env (the deploy file's secrets); None: Compose's default.
     env_file: Path | None = None
+    # Files layered on `file` before the test override (e.g. docker-compose.celery.yml).
+    extra_files: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def create(
-        cls, workdir: Path, engine_env: dict[str, str], images: dict[str, str], base: BaseImage
+        cls,
+        workdir: Path,
+        engine_env: dict[str, str],
+        images: dict[str, str],
+        base: BaseImage,
+        *,
+        extra_files: tuple[str, ...] = (),
+        services: dict[str, dict] | None = None,
     ) -> ComposeProject:
+        """docker-compose.yml (plus `extra_files`) with the test override; `services` adds to
+        that override, key by key per service."""
         name = _free_project_name()
         workdir.mkdir(parents=True, exist_ok=True)
         env = {
@@ -266,8 +277,11 @@ class ComposeProject:
         }
         # The base image is localhost/rps-base:<hash>; the run's images localhost/rps-<service>:<project>.
         override = workdir / "compose.override.yml"
-        override.write_text(yaml.safe_dump(override_for(images, f"localhost/rps-mlflow:{name}"), sort_keys=False))
-        return cls(name, workdir, env, override)
+        spec = override_for(images, f"localhost/rps-mlflow:{name}")
+        for service, keys in (services or {}).items():
+            spec["services"].setdefault(service, {}).update(keys)
+        override.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return cls(name, workdir, env, override, extra_files=extra_files)
 
     @classmethod
     def create_deploy(
@@ -313,7 +327,7 @@ class ComposeProject:
             _run(build, self.env, 1800)
 
     def compose(self, *args: str, timeout: float = 1800) -> str:
-        files = ["-f", self.file, "-f", str(self.override)]
+        files = ["-f", self.file, *(a for f in self.extra_files for a in ("-f", f)), "-f", str(self.override)]
         if self.env_file is not None:
             files += ["--env-file", str(self.env_file)]
         return _run([str(COMPOSE_BIN), "-p", self.name, *files, *args], self.env, timeout)

@@ -1,4 +1,4 @@
-"""airflow/entrypoint.sh: any command beyond its own four runs with the derived configuration,
+"""airflow/entrypoint.sh: any command beyond its own runs with the derived configuration,
 which is how Airflow's Helm chart starts task pods (KubernetesExecutor) and init containers."""
 
 from __future__ import annotations
@@ -40,3 +40,11 @@ def test_another_command_runs_with_the_derived_configuration(tmp_path: Path) -> 
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     r = _run(tmp_path)
     assert r.returncode == 2 and "usage:" in r.stderr
+
+
+def test_a_celery_worker_needs_the_celery_executor(tmp_path: Path) -> None:
+    """Under LocalExecutor `airflow celery` does not exist: the entrypoint says which setting."""
+    r = _run(tmp_path, "celery-worker", "training")
+    assert r.returncode == 2 and "AIRFLOW_EXECUTOR=CeleryExecutor" in r.stderr, r.stderr
+    missing = _run(tmp_path, "celery-worker", AIRFLOW_EXECUTOR="CeleryExecutor")
+    assert missing.returncode != 0 and "celery-worker QUEUES" in missing.stderr, missing.stderr

@@ -48,6 +48,33 @@ def test_airflow_variables_follow_the_settings() -> None:
     assert under["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8111/airflow/execution/"
 
 
+def test_the_executor_setting_selects_local_or_celery() -> None:
+    local = env_export.exports("airflow", settings(), environ={})
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert not any(k.startswith("AIRFLOW__CELERY__") for k in local), "one machine needs no broker"
+
+    celery = env_export.exports(
+        "airflow",
+        settings(
+            airflow_executor="CeleryExecutor",
+            airflow_celery_broker_url="redis://redis:6379/0",
+            airflow_worker_concurrency=3,
+            airflow_database_url="postgresql+psycopg2://a:b@postgres:5432/af",
+        ),
+        environ={},
+    )
+    assert celery["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert celery["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    # Results in Airflow's own database, through Celery's SQLAlchemy backend.
+    assert celery["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql+psycopg2://a:b@postgres:5432/af"
+    assert celery["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "3"
+
+
+def test_an_unknown_executor_is_refused() -> None:
+    with pytest.raises(ValueError, match="airflow_executor"):
+        settings(airflow_executor="SequentialExecutor")
+
+
 def test_a_tool_variable_set_in_the_environment_wins_and_an_empty_one_does_not() -> None:
     environ = {
         "AIRFLOW_HOME": "/opt/airflow",
