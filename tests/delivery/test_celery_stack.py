@@ -31,10 +31,7 @@ RUN_BOUND_S = 900
 @pytest.fixture(scope="module")
 def celery_stack() -> Iterator[c.ComposeProject]:
     phases = c.Phases("celery stack test")
-    engine = c.docker_engine()
-    images = c.base_images(engine)
-    base = c.build_base_image(engine, images)
-    phases.done(f"engine, stand-ins, shared base image ({'built' if base.built_s else 'cached'} {base.image})")
+    engine, images, base = c.prepared_engine(phases)
     # The workers run the DAG's retrains, so they get what the test override gives the scheduler.
     services: dict[str, dict] = {name: {"environment": {"RETRAIN_AUG_COPIES": "0"}} for name in WORKERS}
     services["redis"] = {"image": images["REDIS_IMAGE"]}

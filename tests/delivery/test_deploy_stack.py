@@ -84,10 +84,7 @@ class DeployStack:
 @pytest.fixture(scope="module")
 def deploy_stack(model_dir: Path) -> Iterator[DeployStack]:
     phases = c.Phases("deploy stack test")
-    engine = c.docker_engine()
-    images = c.base_images(engine)
-    base = c.build_base_image(engine, images)
-    phases.done(f"engine, stand-ins, shared base image ({'built' if base.built_s else 'cached'} {base.image})")
+    engine, images, base = c.prepared_engine(phases)
     project = c.ComposeProject.create_deploy(TEST_RUN_DIR / "deploy-stack", engine, images, base, model_dir)
     with c.torn_down(project, phases, ARTIFACTS_DIR / "deploy-stack.log"):
         project.build()

@@ -90,10 +90,7 @@ class ReplicaStack:
 @pytest.fixture(scope="module")
 def replica_stack(model_dir: Path) -> Iterator[ReplicaStack]:
     phases = c.Phases("replica stack test")
-    engine = c.docker_engine()
-    images = c.base_images(engine)
-    base = c.build_base_image(engine, images)
-    phases.done(f"engine, stand-ins, shared base image ({'built' if base.built_s else 'cached'} {base.image})")
+    engine, images, base = c.prepared_engine(phases)
     workdir = TEST_RUN_DIR / "replica-stack"
 
     def services(tag: str) -> dict[str, dict]:

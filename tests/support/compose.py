@@ -384,6 +384,15 @@ class ComposeProject:
         return left
 
 
+def prepared_engine(phases: Phases) -> tuple[dict[str, str], dict[str, str], BaseImage]:
+    """A stack test's first phase: the engine, its stand-in images and the shared base image."""
+    engine = docker_engine()
+    images = base_images(engine)
+    base = build_base_image(engine, images)
+    phases.done(f"engine, stand-ins, shared base image ({'built' if base.built_s else 'cached'} {base.image})")
+    return engine, images, base
+
+
 def inspect_json(engine_env: dict[str, str], *args: str) -> list[dict]:
     return json.loads(_run(["docker", *args], engine_env, 60))
 
