@@ -185,13 +185,13 @@ class LiveAnnotator:
             log.info("live stream stats: %s", self.summary())
         return annotated
 
-    def _maybe_submit(self, frame_bgr: np.ndarray, now: float) -> bool:
+    def _maybe_submit(self, frame_bgr: np.ndarray, now: float) -> None:
         """Hand this frame to the prediction thread if the schedule says so and it is idle."""
         if now < self._next_call:
-            return False
+            return
         with self._cond:
             if self._in_flight:  # the schedule waits for the call in flight: no pile-up
-                return False
+                return
             self._in_flight, self._pending = True, frame_bgr
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="live-predictor", daemon=True)
@@ -203,16 +203,13 @@ class LiveAnnotator:
         # first frame, or one after a stall or a slow call, restarts the schedule from now.
         behind = now - self._next_call >= self.min_interval
         self._next_call = (now if behind else self._next_call) + self.min_interval
-        return True
 
     def _run(self) -> None:
         """The prediction thread: one call at a time; it ends after `idle_exit_s` without work
         (a closed browser tab leaves no thread behind) and the next frame starts a new one."""
         while True:
             with self._cond:
-                if self._pending is None and not self._cond.wait_for(
-                    lambda: self._pending is not None, timeout=self.idle_exit_s
-                ):
+                if not self._cond.wait_for(lambda: self._pending is not None, timeout=self.idle_exit_s):
                     self._worker = None
                     return
                 frame_bgr, self._pending = self._pending, None

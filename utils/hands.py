@@ -400,7 +400,7 @@ class HandDetector:
             if found:
                 return found
             if candidates:
-                # No landmarks, but the detector's best guess usually is the hand (14 of 17 such
+                # No landmarks, but the detector's best guess usually is the hand (28 of 35 such
                 # roboflow composites): the classifier sees that region, not a 640x480 room
                 # squeezed until the hand is a few pixels.
                 rect = candidate_rect(max(candidates, key=lambda p: p.score))
