@@ -2,7 +2,9 @@
 
 Cross-cutting concerns live here rather than in handlers: the database connection (with
 a bounded wait), admin authentication, the model sync behind `/admin/reload`, and the
-retrain notifier that wakes the dispatcher.
+retrain notifier that wakes the dispatcher. The ones that only read `app.state` are `async`:
+FastAPI runs a plain `def` dependency in its thread pool, one hand-off per dependency and
+request, which `/predict` (four of them) paid on every call.
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ from utils.settings import Settings
 RetrainNotifier = Callable[[int], None]
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pool(request: Request) -> ConnectionPool:
+async def get_pool(request: Request) -> ConnectionPool:
     return request.app.state.pool
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
@@ -43,7 +45,7 @@ def get_conn(pool: Annotated[ConnectionPool, Depends(get_pool)]) -> Iterator[Con
         yield conn
 
 
-def require_admin(
+async def require_admin(
     settings: Annotated[Settings, Depends(get_settings_dep)],
     authorization: Annotated[str | None, Header(description="Bearer <ADMIN_TOKEN>")] = None,
 ) -> None:
@@ -55,7 +57,7 @@ def require_admin(
         raise APIError(403, "forbidden", "The admin token is wrong.")
 
 
-def get_model_sync(request: Request) -> ModelSync:
+async def get_model_sync(request: Request) -> ModelSync:
     """The registry sync; 409 when this backend serves a local model directory instead."""
     sync = getattr(request.app.state, "model_sync", None)
     if sync is None:
@@ -67,7 +69,7 @@ def _no_dispatcher(request_id: int) -> None:
     """No Airflow configured: the request row waits in the database for a dispatcher."""
 
 
-def get_retrain_notifier(request: Request) -> RetrainNotifier:
+async def get_retrain_notifier(request: Request) -> RetrainNotifier:
     """Wakes the retrain dispatcher for a new request (a no-op when none runs here)."""
     return getattr(request.app.state, "on_retrain_requested", None) or _no_dispatcher
 

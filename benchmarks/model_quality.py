@@ -10,8 +10,9 @@ roboflow, by file otherwise) and, for seed-drgfreeman, also the original project
 (`src.composites`) and scored there with the same head. For `mobilenet+hand` that head is
 trained, as the trainer does, on the training crops plus HAND_AUG_COPIES scene copies of each
 training crop (seeds `scene{j}-{sha}`); no validation image is ever pasted into a training
-scene, and the test scenes have their own seeds. The hand row reports how often no hand was
-found. Features come from the on-disk cache (the same extractor training uses), so reruns only
+scene, and the test scenes have their own seeds. Early stopping watches its own share of the
+training groups (STOP_FRACTION, `src.data.held_out_split`), so the scored images choose
+nothing. The hand row reports how often no hand was found. Features come from the on-disk cache (the same extractor training uses), so reruns only
 train heads.
 """
 
@@ -29,10 +30,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from src.data import Sample, group_split, list_datasets, list_samples, random_split  # noqa: E402
+from src.data import Sample, group_split, held_out_split, list_datasets, list_samples, random_split  # noqa: E402
 from src.model import Architecture  # noqa: E402
 from utils.metrics import classification_report  # noqa: E402
 from utils.settings import CLASS_NAMES, get_settings  # noqa: E402
+
+# The share of each training split's groups that early stopping watches: the scored validation
+# images take no part in choosing the epoch, so their accuracy is a held-out number.
+STOP_FRACTION = 0.15
 
 
 def _stats(values: list[float]) -> str:
@@ -95,15 +100,17 @@ def main() -> int:
             per_class: dict[str, list[float]] = {c: [] for c in CLASS_NAMES}
             for seed in range(args.seeds):
                 keras.utils.set_random_seed(seed)
-                train_s, val_s = splitter(samples, 0.2, seed)
-                x = np.concatenate([feats[s.key] for s in train_s])
-                y = np.concatenate([[CLASS_NAMES.index(s.label)] * feats[s.key].shape[0] for s in train_s])
+                fit_s, stop_s, val_s = held_out_split(samples, splitter, seed, 0.2, STOP_FRACTION)
+                x = np.concatenate([feats[s.key] for s in fit_s])
+                y = np.concatenate([[CLASS_NAMES.index(s.label)] * feats[s.key].shape[0] for s in fit_s])
+                xs = np.stack([feats[s.key][0] for s in stop_s])
+                ys = np.array([CLASS_NAMES.index(s.label) for s in stop_s])
                 xv = np.stack([feats[s.key][0] for s in val_s])
                 yv = np.array([CLASS_NAMES.index(s.label) for s in val_s])
                 normalizer = feature_normalizer(x) if arch.uses_hands else None
                 config = TrainConfig(epochs=args.epochs, seed=100 * seed)
                 head, _ = fit_heads(
-                    x, y, sample_weights(y, np.zeros(len(y), bool), 1.0), (xv, yv), config, heads, normalizer
+                    x, y, sample_weights(y, np.zeros(len(y), bool), 1.0), (xs, ys), config, heads, normalizer
                 )
                 report = classification_report(yv, head.predict(xv, verbose=0).argmax(1), CLASS_NAMES)
                 rows["accuracy"].append(report["accuracy"])

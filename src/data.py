@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,19 @@ def group_split(samples: list[Sample], val_fraction: float = 0.2, seed: int = 0)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_idx, val_idx = next(splitter.split(np.zeros(len(samples)), labels, groups))
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+
+
+Splitter = Callable[[list[Sample], float, int], tuple[list[Sample], list[Sample]]]
+
+
+def held_out_split(
+    samples: list[Sample], splitter: Splitter, seed: int, val_fraction: float = 0.2, stop_fraction: float = 0.15
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(fit, stop, scored): `scored` is split off first, then early stopping's `stop` from
+    the rest, so the images an accuracy is reported on choose no epoch and no weight."""
+    train, scored = splitter(samples, val_fraction, seed)
+    fit, stop = splitter(train, stop_fraction, seed)
+    return fit, stop, scored
 
 
 def random_split(samples: list[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
