@@ -12,8 +12,8 @@ trained, as the trainer does, on the training crops plus HAND_AUG_COPIES scene c
 training crop (seeds `scene{j}-{sha}`); no validation image is ever pasted into a training
 scene, and the test scenes have their own seeds. Early stopping watches its own share of the
 training groups (STOP_FRACTION, `src.data.held_out_split`), so the scored images choose
-nothing. The hand row reports how often no hand was found. Features come from the on-disk cache (the same extractor training uses), so reruns only
-train heads.
+nothing. The hand row reports how often no hand was found. Features come from the on-disk
+cache (the same extractor training uses), so reruns only train heads.
 """
 
 from __future__ import annotations
