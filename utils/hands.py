@@ -14,8 +14,9 @@ order: the whole image at the best of its four 90-degree rotations (tight crops 
 the palm detector); the palm detector on overlapping tiles (a small hand in a big frame); and
 a search over the detector's weak candidates (score >= 0.02), each at four quarter turns, with
 the landmark model's presence score as the judge (sideways or cut-off hands in a scene, which
-the detector scores low). The crop is also the MobileNet input, so the classifier sees the
-hand, not the room.
+the detector scores low). A hand found in a scene (or found unsure in a crop) then gets
+MediaPipe's tracking step once: the landmark model again, on the ROI its first landmarks
+give. The crop is also the MobileNet input, so the classifier sees the hand, not the room.
 Training, serving, the DAG and the webcam client all call `hand_inputs`; serving never imports
 TensorFlow (LiteRT only).
 """
@@ -62,10 +63,14 @@ ANCHOR_OPTIONS: dict[str, Any] = {
 # palm_detection_detection_to_roi: wrist (0) -> middle-finger MCP (2) at 90 degrees, then
 # RectTransformationCalculator scale 2.6, shift_y -0.5, square_long.
 ROI_SCALE, ROI_SHIFT_Y = 2.6, -0.5
+# hand_landmarks_to_rect (MediaPipe's tracking ROI from the last landmarks): the wrist, the
+# thumb's first joints and each finger's two lowest joints; scale 2.0, shift_y -0.1, square_long.
+LANDMARK_ROI_POINTS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+LANDMARK_ROI_SCALE, LANDMARK_ROI_SHIFT_Y = 2.0, -0.1
 CANDIDATE_SCALE = 4.0  # a scene's likeliest region when no landmarks were found (candidate_rect)
 
 # Bump when anything above changes what the stage outputs: feature caches are keyed by it.
-HAND_STAGE_VERSION = 8
+HAND_STAGE_VERSION = 10
 # Frames are decoded at up to this many times the classifier's input side (a JPEG's reduced-scale
 # decode): the hand stage cuts a small hand out of the frame, so it needs more pixels than 224.
 DECODE_FACTOR = 4
@@ -190,6 +195,25 @@ def palm_to_rect(palm: Palm) -> RotatedRect:
     up = np.array([math.sin(rotation), -math.cos(rotation)])
     centre = np.array([(bx0 + bx1) / 2, (by0 + by1) / 2]) - ROI_SHIFT_Y * height * up
     side = max(width, height) * ROI_SCALE
+    return RotatedRect(float(centre[0]), float(centre[1]), side, side, rotation)
+
+
+def landmarks_to_rect(landmarks: np.ndarray) -> RotatedRect:
+    """MediaPipe's tracking ROI (HandLandmarksToRectCalculator + RectTransformation): rotation
+    from the wrist to the knuckles' centre, the box of LANDMARK_ROI_POINTS in that rotated frame,
+    2x its long side, shifted a tenth towards the fingers. A palm's ROI is a guess from 7 points;
+    this one fits the hand the landmark model has already seen."""
+    pts = landmarks[:, :2].astype(np.float64)
+    wrist, knuckles = pts[0], ((pts[5] + pts[13]) / 2 + pts[9]) / 2
+    rotation = math.pi / 2 - math.atan2(-(knuckles[1] - wrist[1]), knuckles[0] - wrist[0])
+    rotation = (rotation + math.pi) % (2 * math.pi) - math.pi
+    up = np.array([math.sin(rotation), -math.cos(rotation)])
+    right = np.array([-up[1], up[0]])
+    roi = pts[list(LANDMARK_ROI_POINTS)]
+    u, v = roi @ right, roi @ up
+    width, height = float(u.max() - u.min()), float(v.max() - v.min())
+    centre = (u.max() + u.min()) / 2 * right + (v.max() + v.min()) / 2 * up - LANDMARK_ROI_SHIFT_Y * height * up
+    side = max(width, height) * LANDMARK_ROI_SCALE
     return RotatedRect(float(centre[0]), float(centre[1]), side, side, rotation)
 
 
@@ -328,13 +352,10 @@ class HandDetector:
                 return Hand(True, "palm", presence, rect, lms), patch
         return None
 
-    def _tile_scan(self, rgb: np.ndarray) -> tuple[list[Palm], list[Palm]] | None:
+    def _tile_scan(self, rgb: np.ndarray) -> tuple[list[Palm], list[Palm]]:
         """`scan` on a 3x3 grid of overlapping square tiles (45 % of the long side), in image
-        pixels: a hand a tenth of a webcam frame wide is too small for the detector's 192x192 view.
-        None for a frame under twice the detector's input: that is a hand crop, not a scene."""
+        pixels: a hand a tenth of a webcam frame wide is too small for the detector's 192x192 view."""
         h, w = rgb.shape[:2]
-        if min(h, w) < 2 * PALM_INPUT:
-            return None
         side = min(int(TILE_FRACTION * max(h, w)), min(h, w))
         sure: list[Palm] = []
         weak: list[Palm] = []
@@ -357,13 +378,35 @@ class HandDetector:
             if not kept or (_iou(palm.box, np.stack([k.box for k in kept])) <= NMS_IOU).all():
                 kept.append(palm)
         for palm in kept:
-            base = palm_to_rect(palm)
-            for turns in range(4):
-                rect = RotatedRect(base.cx, base.cy, base.width, base.height, base.rotation + turns * math.pi / 2)
-                lms, presence, patch = self.landmarks(rgb, rect)
-                if presence >= PRESENCE_THRESHOLD:
-                    return Hand(True, "search", presence, rect, lms), patch
+            found = self._turned(rgb, palm_to_rect(palm))
+            if found:
+                return found
         return None
+
+    def _turned(self, rgb: np.ndarray, base: RotatedRect) -> tuple[Hand, np.ndarray] | None:
+        """The region at the first of four quarter turns whose crop holds a hand."""
+        for turns in range(4):
+            rect = RotatedRect(base.cx, base.cy, base.width, base.height, base.rotation + turns * math.pi / 2)
+            lms, presence, patch = self.landmarks(rgb, rect)
+            if presence >= PRESENCE_THRESHOLD:
+                return Hand(True, "search", presence, rect, lms), patch
+        return None
+
+    def _refined(self, rgb: np.ndarray, found: tuple[Hand, np.ndarray], scene: bool) -> tuple[Hand, np.ndarray]:
+        """One more landmark pass on the ROI the first landmarks give (MediaPipe's tracking
+        step). In a scene the first crop came from a palm box or a weak candidate, cut around a
+        hand a few dozen pixels wide; the second fits the hand. In a crop it runs only when the
+        first pass was unsure (presence < SURE_PRESENCE): a sure one is kept, which saves the
+        invoke on most uploads. Kept only if the new crop still holds a hand."""
+        hand = found[0]
+        assert hand.landmarks is not None
+        if not scene and hand.presence >= SURE_PRESENCE:
+            return found
+        rect = landmarks_to_rect(hand.landmarks)
+        lms, presence, refined = self.landmarks(rgb, rect)
+        if presence < PRESENCE_THRESHOLD:
+            return found
+        return Hand(True, hand.source, presence, rect, lms), refined
 
     def find(self, rgb: np.ndarray) -> tuple[Hand, np.ndarray]:
         """The hand and the 224x224 RGB crop the classifier should see.
@@ -372,14 +415,16 @@ class HandDetector:
         quarter turns (tight crops); then the palm detector on tiles (small hands in big frames);
         then the weak candidates of both scans; in a scene where all of those fail, the best
         candidate's region without landmarks. Each stage runs only when the ones before failed;
-        the last three only in scenes: a frame too small to tile is a hand crop, and the
-        classifier learnt such crops whole when no hand is found in them.
+        the last three only in scenes (`is_scene`): a smaller frame is a hand crop, and the
+        classifier learnt such crops whole when no hand is found in them. A hand found in a scene,
+        or found unsure in a crop, gets one more landmark pass on its own ROI (`_refined`).
         """
         h, w = rgb.shape[:2]
+        scene = is_scene(w, h)
         palms, weak = self.scan(rgb)
         found = self._from_palms(rgb, palms)
         if found:
-            return found
+            return self._refined(rgb, found, scene)
         best: tuple[float, RotatedRect, np.ndarray, np.ndarray] | None = None
         for turns in range(4):
             rect = whole_image_rect(w, h, turns)
@@ -391,14 +436,13 @@ class HandDetector:
         assert best is not None
         presence, rect, lms, patch = best
         if presence >= PRESENCE_THRESHOLD:
-            return Hand(True, "rotation", presence, rect, lms), patch
-        scene = self._tile_scan(rgb)
-        if scene is not None:
-            tile_palms, tile_weak = scene
+            return self._refined(rgb, (Hand(True, "rotation", presence, rect, lms), patch), scene)
+        if scene:
+            tile_palms, tile_weak = self._tile_scan(rgb)
             candidates = weak + tile_weak
             found = self._from_palms(rgb, tile_palms) or self._search(rgb, candidates)
             if found:
-                return found
+                return self._refined(rgb, found, scene)
             if candidates:
                 # No landmarks, but the detector's best guess usually is the hand (28 of 35 such
                 # roboflow composites): the classifier sees that region, not a 640x480 room
@@ -407,6 +451,13 @@ class HandDetector:
                 return Hand(False, "candidate", presence, rect, None), crop(rgb, rect, LANDMARK_INPUT)
         upright = whole_image_rect(w, h, 0)
         return Hand(False, "none", presence, upright, None), crop(rgb, upright, LANDMARK_INPUT)
+
+
+def is_scene(width: int, height: int) -> bool:
+    """A frame at least twice the detector's input on its short side is a scene (a webcam
+    frame, a room); a smaller one is a hand crop, which the stages after the rotation search
+    (tiles, weak candidates, the landmark refinement) would only cost time and accuracy on."""
+    return min(width, height) >= 2 * PALM_INPUT
 
 
 def landmark_features(hand: Hand) -> np.ndarray:

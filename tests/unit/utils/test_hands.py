@@ -19,7 +19,9 @@ from utils.hands import (
     decode_palms,
     hand_inputs,
     hand_square,
+    is_scene,
     landmark_features,
+    landmarks_to_rect,
     palm_to_rect,
     ssd_anchors,
     weighted_nms,
@@ -77,6 +79,28 @@ def test_palm_rect_turns_the_fingers_up_shifts_and_scales() -> None:
     assert rect.rotation == pytest.approx(math.pi / 2)
     assert rect.width == rect.height == pytest.approx(2.6 * 40)
     assert (rect.cx, rect.cy) == pytest.approx((120.0, 100.0))  # half a palm towards the fingers
+
+
+def test_landmark_roi_turns_to_the_knuckles_and_fits_the_hand() -> None:
+    """hand_landmarks_to_rect: wrist -> knuckles' centre points up, 2x the rotated box, shifted
+    a tenth of it towards the fingers."""
+    pts = np.zeros((21, 3), np.float32)
+    pts[:, :2] = [100, 100]  # everything on the wrist, then a hand pointing right (+x)
+    for i in (1, 2, 3):  # thumb, below the palm (+y)
+        pts[i, :2] = [100 + 10 * i, 100 + 12 * i]
+    for finger, y in zip((5, 9, 13, 17), (85, 100, 115, 130), strict=True):
+        pts[finger, :2] = [140, y]  # knuckles
+        pts[finger + 1, :2] = [160, y]  # next joints
+        pts[finger + 2, :2] = pts[finger + 3, :2] = [300, y]  # fingertips: not in the ROI set
+    rect = landmarks_to_rect(pts)
+    assert rect.rotation == pytest.approx(math.pi / 2)
+    # rotated frame: "up" is +x (extent 100..160), "right" is +y (85..136)
+    assert rect.width == rect.height == pytest.approx(2.0 * 60)
+    assert (rect.cx, rect.cy) == pytest.approx((130 + 0.1 * 60, (85 + 136) / 2))
+    # a quarter turn of the hand turns the ROI with it
+    turned = pts.copy()
+    turned[:, 0], turned[:, 1] = -pts[:, 1], pts[:, 0]
+    assert abs(landmarks_to_rect(turned).rotation) == pytest.approx(math.pi)  # fingers down
 
 
 def test_rotated_crop_maps_corners_and_turns_the_image() -> None:
@@ -145,6 +169,39 @@ def test_palm_detector_finds_a_small_hand_in_a_scene(detector, sample_images) ->
     assert found.image.shape == (224, 224, 3) and found.features[0] == 1.0
     body = found.hand.as_json()
     assert len(body["box"]) == 4 and len(body["landmarks"]) == 21
+
+
+def test_a_hand_in_a_scene_gets_a_second_landmark_pass_on_its_own_roi(detector, sample_images, monkeypatch) -> None:
+    """MediaPipe's tracking step, once: the landmarks of the palm's crop give a tighter ROI, and
+    the landmarks the classifier gets come from that. A crop the first pass is sure of skips it
+    (one invoke less on most uploads)."""
+    from src.composites import background
+    from utils import hands
+
+    hand = cv2.imread(str(sample_images["paper"][5]))
+    scene = background(np.random.default_rng(1))
+    x, y, side = 400, 180, 150
+    scene[y : y + side, x : x + side] = cv2.resize(hand, (side, side))
+    assert is_scene(640, 480) and not is_scene(*hand.shape[1::-1])
+    rois: list = []
+    real = hands.landmarks_to_rect
+    monkeypatch.setattr(hands, "landmarks_to_rect", lambda lms: rois.append(real(lms)) or rois[-1])
+    found = hand_inputs(scene, detector, 224, "mobilenet").hand
+    assert found.found and found.source == "palm" and len(rois) == 1
+    assert found.rect == rois[0], "the hand's box is the refined ROI"
+    # the refined landmarks are consistent with their own ROI (a fixed point, within 15 %)
+    again = real(found.landmarks)
+    assert abs(again.width - found.rect.width) < 0.15 * found.rect.width
+    assert math.hypot(again.cx - found.rect.cx, again.cy - found.rect.cy) < 0.15 * found.rect.width
+    rois.clear()
+    in_crop = hand_inputs(hand, detector, 224, "mobilenet").hand
+    assert in_crop.found and in_crop.presence >= hands.SURE_PRESENCE and rois == [], "a sure crop: one pass"
+    monkeypatch.setattr(hands, "SURE_PRESENCE", 1.01)  # every first pass unsure
+    assert hand_inputs(hand, detector, 224, "mobilenet").hand.found and len(rois) == 1
+    # a refined crop without a hand keeps the first pass
+    monkeypatch.setattr(hands, "landmarks_to_rect", lambda lms: RotatedRect(60, 60, 100, 100, 0.0))
+    first = hand_inputs(scene, detector, 224, "mobilenet").hand
+    assert first.found and first.rect != found.rect and (x < first.rect.cx < x + side)
 
 
 def test_weak_candidates_find_a_sideways_hand_the_palm_pass_misses(detector, sample_images, monkeypatch) -> None:
