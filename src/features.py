@@ -23,6 +23,9 @@ from utils.hands import DECODE_FACTOR, HandDetector, hand_inputs
 from utils.images import backbone_preprocess, decode_image, preprocess_image, to_rgb_resized
 
 log = logging.getLogger(__name__)
+# The hand-aware feature set's second augmented copy is the mirrored image, the first and the
+# rest are scenes: HAND_AUG_COPIES=1 keeps one scene and no mirror, as before.
+MIRROR_COPY = 1
 
 
 @dataclass
@@ -50,11 +53,13 @@ def training_inputs(
 def augmented_inputs(
     data: bytes, size: int, backbone: str, copies: int, sha: str, hands: HandDetector | None = None
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Augmented copies. With hands, copy j is the image pasted into a procedural scene
-    (`src.composites`, seeded by `scene{j}-{sha}`) and run through the hand stage: the hand
-    stage already undoes rotation and scale, and what it has to learn is a hand cut out of a
-    room, as webcam frames show it (benchmarks/model_quality.py, roboflow composites, 4 seeds:
-    0.813 trained on crops only, 0.845 with one scene copy)."""
+    """Augmented copies. With hands, each copy runs through the hand stage, which already
+    undoes rotation and scale. Copy MIRROR_COPY is the image mirrored: the other hand, which
+    users show as often. Every other copy is the image pasted into a procedural scene
+    (`src.composites`, seeded by `scene{k}-{sha}`, k counting scenes only): what the head has to
+    learn is a hand cut out of a room, as webcam frames show it. (benchmarks/model_quality.py,
+    roboflow, 4 seeds: composites 0.813 trained on crops only, 0.845 with one scene copy; crops
+    0.885 -> 0.892 with the mirror added.)"""
     if hands is None:
         return [(t, None) for t in augmented_tensors(data, size, backbone, copies, sha)]
     from src.composites import composite
@@ -62,7 +67,12 @@ def augmented_inputs(
     bgr = decode_image(data, target_side=size * DECODE_FACTOR).bgr
     out = []
     for j in range(copies):
-        found = hand_inputs(composite(bgr, zlib.crc32(f"scene{j}-{sha}".encode())), hands, size, backbone)
+        if j == MIRROR_COPY:
+            frame = np.ascontiguousarray(bgr[:, ::-1])
+        else:
+            scene = j if j < MIRROR_COPY else j - 1
+            frame = composite(bgr, zlib.crc32(f"scene{scene}-{sha}".encode()))
+        found = hand_inputs(frame, hands, size, backbone)
         out.append((found.image, found.features))
     return out
 

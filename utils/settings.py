@@ -92,11 +92,13 @@ class Settings(BaseSettings):
     # `python -m utils.hand_models fetch`; 0 = lite models (faster), 1 = full, as MediaPipe names it.
     hand_models_dir: Path = PROJECT_ROOT / "artifacts" / "hand_models"
     hand_model_complexity: int = Field(default=1, ge=0, le=1)  # an int field: the environment gives "0"
-    # Augmented copies per training image for `mobilenet+hand`: each is the image pasted into a
-    # procedural scene (src/composites.py) and run through the hand stage, so the head learns hands
-    # cut out of rooms, as webcam frames show them. Caps --aug-copies and RETRAIN_AUG_COPIES.
-    # Roboflow composites, 4 seeds: 0 copies 0.813, 1 copy 0.845, 2 copies 0.842.
-    hand_aug_copies: int = Field(default=1, ge=0)
+    # Augmented copies per training image for `mobilenet+hand`, each run through the hand stage:
+    # the first is the image pasted into a procedural scene (src/composites.py), so the head learns
+    # hands cut out of rooms as webcam frames show them; the second is the image mirrored (the
+    # other hand); any more are other scenes. Caps --aug-copies and RETRAIN_AUG_COPIES.
+    # Roboflow composites, 4 seeds: 0 copies 0.813, 1 scene 0.845, 2 scenes 0.842; roboflow crops
+    # with one scene 0.885, plus the mirror 0.892 (src/features.py).
+    hand_aug_copies: int = Field(default=2, ge=0)
 
     # Data
     data_dir: Path = PROJECT_ROOT / "Data"

@@ -48,13 +48,14 @@ def test_processed_full_size_copy_gives_the_serving_hand_inputs(sample_images) -
         np.testing.assert_array_equal(preprocess_image(processed, 224), preprocess_image(original, 224))
 
 
-def test_a_scene_copy_is_the_served_view_of_the_image_pasted_into_a_scene(sample_images) -> None:
-    """mobilenet+hand's augmented copy j is what serving would compute for a webcam-like frame:
-    the image pasted into the procedural scene seeded by `scene{j}-{sha}`, through `hand_inputs`."""
+def test_augmented_copies_are_the_served_view_of_a_scene_or_the_mirrored_image(sample_images) -> None:
+    """mobilenet+hand's augmented copies are what serving would compute for other uploads: copy
+    MIRROR_COPY for the image mirrored, every other copy for the image pasted into the
+    procedural scene seeded by `scene{k}-{sha}` (k counting scenes), all through `hand_inputs`."""
     import zlib
 
     from src.composites import FRAME_H, FRAME_W, composite
-    from src.features import augmented_inputs
+    from src.features import MIRROR_COPY, augmented_inputs
     from utils.hand_models import model_paths
     from utils.hands import DECODE_FACTOR, HandDetector, hand_inputs
     from utils.settings import get_settings
@@ -62,15 +63,18 @@ def test_a_scene_copy_is_the_served_view_of_the_image_pasted_into_a_scene(sample
     hands = HandDetector(*model_paths(get_settings().hand_models_dir, 1))
     data = sample_images["rock"][0].read_bytes()
     sha = sha256_hex(data)
-    copies = augmented_inputs(data, 224, "mobilenet", 2, sha, hands)
+    copies = augmented_inputs(data, 224, "mobilenet", 3, sha, hands)
     bgr = decode_image(data, target_side=224 * DECODE_FACTOR).bgr
     crop = hand_inputs(bgr, hands, 224, "mobilenet")
-    for j, (image, features) in enumerate(copies):
-        scene = composite(bgr, zlib.crc32(f"scene{j}-{sha}".encode()))
-        assert scene.shape == (FRAME_H, FRAME_W, 3)
-        served = hand_inputs(scene, hands, 224, "mobilenet")
+    assert MIRROR_COPY == 1, "HAND_AUG_COPIES=1 must stay one scene copy (its cached features)"
+    frames = [composite(bgr, zlib.crc32(f"scene0-{sha}".encode())), bgr[:, ::-1]]
+    frames.append(composite(bgr, zlib.crc32(f"scene1-{sha}".encode())))
+    for j, ((image, features), frame) in enumerate(zip(copies, frames, strict=True)):
+        if j != MIRROR_COPY:
+            assert frame.shape == (FRAME_H, FRAME_W, 3)
+        served = hand_inputs(np.ascontiguousarray(frame), hands, 224, "mobilenet")
         np.testing.assert_array_equal(image, served.image)
         np.testing.assert_array_equal(features, served.features)
-        assert features[0] == 1.0, "the hand is found in the scene"
-        assert not np.array_equal(image, crop.image), "a scene copy is not the crop again"
-    assert not np.array_equal(copies[0][0], copies[1][0]), "each copy is another scene"
+        assert features[0] == 1.0, "the hand is found"
+        assert not np.array_equal(image, crop.image), "a copy is not the crop again"
+    assert not np.array_equal(copies[0][0], copies[2][0]), "each scene copy is another scene"
