@@ -489,6 +489,18 @@ def landmark_features(hand: Hand) -> np.ndarray:
     return out
 
 
+# Mirroring the frame negates each normalised landmark's x (the hand is turned so that the
+# wrist -> middle-finger axis points up) and leaves y, z, presence, distances and angles as
+# they are: the landmark half of the mirrored view costs no second landmark run.
+MIRROR_SIGNS = np.ones(HAND_FEATURES, np.float32)
+MIRROR_SIGNS[2:65:3] = -1.0
+
+
+def mirrored_features(features: np.ndarray) -> np.ndarray:
+    """`landmark_features` of the left-right mirrored frame, from the frame's own features."""
+    return features * MIRROR_SIGNS
+
+
 # The classifier's view of a found hand: a square around the landmarks with 15 % margin each
 # side, axis-aligned, as the dataset crops were cut; when that square would cover at least
 # half of the frame's long side the frame already is a hand crop and is used whole.

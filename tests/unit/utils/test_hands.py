@@ -22,6 +22,7 @@ from utils.hands import (
     is_scene,
     landmark_features,
     landmarks_to_rect,
+    mirrored_features,
     palm_to_rect,
     ssd_anchors,
     weighted_nms,
@@ -134,6 +135,23 @@ def test_landmark_features_ignore_position_scale_and_roll() -> None:
     assert out[0] == 1.0 and np.all(out[-15:] >= 0) and np.all(out[-15:] <= 1)
     nothing = landmark_features(Hand(False, "none", 0.1, RotatedRect(0, 0, 1, 1, 0), None))
     assert not nothing.any()
+
+
+def test_mirrored_features_are_the_features_of_the_mirrored_hand() -> None:
+    """The mirror view's landmark half is computed from the view's features alone: it must be
+    what `landmark_features` gives for the same hand with the frame flipped left-right."""
+    rng = np.random.default_rng(3)
+    rect = RotatedRect(0, 0, 1, 1, 0)
+    for _ in range(5):
+        pts = _fake_hand(rng)
+        pts[:, :2] += rng.uniform(50, 400, 2)
+        flipped = pts.copy()
+        flipped[:, 0] = 640 - pts[:, 0]
+        view = landmark_features(Hand(True, "palm", 0.8, rect, pts))
+        mirror = landmark_features(Hand(True, "palm", 0.8, rect, flipped))
+        np.testing.assert_allclose(mirrored_features(view), mirror, atol=1e-4)
+        assert not np.allclose(view, mirror, atol=1e-3), "a hand is not its own mirror image"
+    assert not mirrored_features(np.zeros(HAND_FEATURES, np.float32)).any()
 
 
 def test_the_classifier_sees_a_small_hand_cropped_and_a_big_one_whole() -> None:
