@@ -65,7 +65,7 @@ def main() -> int:
 
     from src.composites import composite_png
     from src.features import feature_extractor
-    from src.model import feature_normalizer
+    from src.model import feature_normalizer, view_probabilities
     from src.train import TrainConfig, fit_heads, sample_weights
     from utils.hands import HAND_FEATURES
 
@@ -101,28 +101,31 @@ def main() -> int:
             for seed in range(args.seeds):
                 keras.utils.set_random_seed(seed)
                 fit_s, stop_s, val_s = held_out_split(samples, splitter, seed, 0.2, STOP_FRACTION)
+                # every cached row of a training image trains; the others are scored as serving
+                # scores them (the view, and its mirror view for mobilenet+hand)
                 x = np.concatenate([feats[s.key] for s in fit_s])
                 y = np.concatenate([[CLASS_NAMES.index(s.label)] * feats[s.key].shape[0] for s in fit_s])
-                xs = np.stack([feats[s.key][0] for s in stop_s])
-                ys = np.array([CLASS_NAMES.index(s.label) for s in stop_s])
-                xv = np.stack([feats[s.key][0] for s in val_s])
+                served = extractor.served_rows
+                xs = np.concatenate([served(feats[s.key]) for s in stop_s])
+                ys = np.repeat([CLASS_NAMES.index(s.label) for s in stop_s], len(xs) // len(stop_s))
+                xv = np.stack([served(feats[s.key]) for s in val_s])
                 yv = np.array([CLASS_NAMES.index(s.label) for s in val_s])
                 normalizer = feature_normalizer(x) if arch.uses_hands else None
                 config = TrainConfig(epochs=args.epochs, seed=100 * seed)
                 head, _ = fit_heads(
                     x, y, sample_weights(y, np.zeros(len(y), bool), 1.0), (xs, ys), config, heads, normalizer
                 )
-                report = classification_report(yv, head.predict(xv, verbose=0).argmax(1), CLASS_NAMES)
+                report = classification_report(yv, view_probabilities(head, xv).argmax(1), CLASS_NAMES)
                 rows["accuracy"].append(report["accuracy"])
                 for c in CLASS_NAMES:
                     per_class[c].append(report["per_class"][c]["recall"])
                 if comps:
-                    xc = np.stack([comps[f"composite3-{s.key}"][0] for s in val_s])
-                    rows["composites"].append(float((head.predict(xc, verbose=0).argmax(1) == yv).mean()))
+                    xc = np.stack([served(comps[f"composite3-{s.key}"]) for s in val_s])
+                    rows["composites"].append(float((view_probabilities(head, xc).argmax(1) == yv).mean()))
                     if found_col is not None:
-                        rows["no_hand_composites"].append(float((xc[:, found_col] == 0).mean()))
+                        rows["no_hand_composites"].append(float((xc[:, 0, found_col] == 0).mean()))
                 if found_col is not None:
-                    rows["no_hand"].append(float((xv[:, found_col] == 0).mean()))
+                    rows["no_hand"].append(float((xv[:, 0, found_col] == 0).mean()))
             line = (
                 f"{feature_set:15s} {name:16s} {split_name:26s} n_val~{len(val_s):4d}  crops {_stats(rows['accuracy'])}"
             )

@@ -4,7 +4,9 @@ A retrain on a few new labelled images then costs seconds, not a full pass over 
 dataset: the cache key is (backbone tag + feature set, image sha256, number of augmented
 copies). With the `mobilenet+hand` feature set each row is the backbone's features of the
 hand crop (or the whole image) followed by the landmark features, both from
-`utils.hands.hand_inputs`, the function serving calls.
+`utils.hands.hand_inputs`, the function serving calls, and each row comes with its mirror
+view (the backbone's features of the flipped tensor, the landmark features reflected): the
+second input `src.model.assemble`'s model scores.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from src.augment import augment
-from utils.hands import DECODE_FACTOR, HandDetector, hand_inputs
+from utils.hands import DECODE_FACTOR, HandDetector, hand_inputs, mirrored_features
 from utils.images import backbone_preprocess, decode_image, preprocess_image, to_rgb_resized
 
 log = logging.getLogger(__name__)
-# The hand-aware feature set's second augmented copy is the mirrored image, the first and the
-# rest are scenes: HAND_AUG_COPIES=1 keeps one scene and no mirror, as before.
+# The hand-aware feature set's second augmented copy is the mirrored image run through the hand
+# stage again, the first and the rest are scenes: HAND_AUG_COPIES=1 (the default, now that every
+# row has its mirror view) keeps one scene.
 MIRROR_COPY = 1
 
 
@@ -119,8 +122,19 @@ class FeatureExtractor:
         self.stats.seconds_extracting += time.perf_counter() - start
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
+    @property
+    def mirror_views(self) -> bool:
+        """Hand-aware rows come with their mirror view (`src.model.assemble` scores both)."""
+        return self.hands is not None
+
+    def served_rows(self, block: np.ndarray) -> np.ndarray:
+        """The rows of an image's block that serving scores: the view and, with mirror views,
+        its mirror view (for `src.model.view_probabilities`)."""
+        return block[[0, block.shape[0] // 2]] if self.mirror_views else block[:1]
+
     def features(self, items: Iterable[tuple[str, Callable[[], bytes]]], copies: int = 0) -> dict[str, np.ndarray]:
-        """Map key → array (1 + copies, D): row 0 un-augmented, then the augmented copies.
+        """Map key → array (1 + copies, D): row 0 un-augmented, then the augmented copies;
+        with `mirror_views`, (2 * (1 + copies), D): those rows, then each one's mirror view.
 
         Keys are the original images' sha256 (the caller vouches the bytes match)."""
         result: dict[str, np.ndarray] = {}
@@ -133,12 +147,20 @@ class FeatureExtractor:
                 return
             flat = [t for _, ts in pending for t, _ in ts]
             feats = self._run(flat)
+            if self.mirror_views:
+                mirrored = self._run([t[:, ::-1] for t in flat])
             offset = 0
             for sha, ts in pending:
                 block = feats[offset : offset + len(ts)].astype(np.float32)
+                if self.mirror_views:
+                    hand = np.stack([h for _, h in ts])
+                    block = np.concatenate(
+                        [
+                            np.concatenate([block, hand], 1),
+                            np.concatenate([mirrored[offset : offset + len(ts)], mirrored_features(hand)], 1),
+                        ]
+                    ).astype(np.float32)
                 offset += len(ts)
-                if self.hands is not None:
-                    block = np.concatenate([block, np.stack([h for _, h in ts])], 1)
                 self._save(sha, copies, block)
                 result[sha] = block
                 self.stats.computed += 1
@@ -170,7 +192,7 @@ class FeatureExtractor:
         tmp.replace(path)
 
     def _path(self, sha: str, copies: int) -> Path:
-        return self.cache_dir / f"{sha}.a{copies}.npy"
+        return self.cache_dir / f"{sha}.a{copies}{'m' if self.mirror_views else ''}.npy"
 
 
 def feature_extractor(settings, arch) -> FeatureExtractor:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from utils.settings import CLASS_NAMES, Settings
 
 
@@ -45,6 +47,7 @@ class Architecture:
 
             data["hand_features"] = HAND_FEATURES
             data["hand_stage_version"] = HAND_STAGE_VERSION  # serving warns when its own differs
+            data["mirror_view"] = True  # `assemble` averages the view and its mirror view
         else:
             data.pop("hand_model_complexity")
         return data
@@ -84,8 +87,6 @@ def build_backbone(arch: Architecture):
 def feature_normalizer(x):
     """Per-column mean and variance of training features, for the fused head's first layer
     (landmark coordinates, distances and angles live on other scales than MobileNet's)."""
-    import numpy as np
-
     return x.mean(0), np.maximum(x.var(0), 1e-6)
 
 
@@ -121,16 +122,34 @@ def ensemble(heads: list):
 
 def assemble(backbone, head, hand_features: int = 0):
     """Backbone + head as one model taking preprocessed images (and, for `mobilenet+hand`,
-    the landmark features, concatenated after the backbone's pooled features)."""
+    the landmark features, concatenated after the backbone's pooled features).
+
+    A hand-aware model also scores the mirror view of its input, the image flipped left-right
+    with its landmark features reflected (`utils.hands.mirrored_features`), and averages the
+    two: a left and a right hand showing the same gesture get one answer, for one more
+    backbone pass (~1 ms) and no second hand stage. Serving feeds the same two inputs."""
     import keras
 
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     features = backbone(inputs, training=False)
     if not hand_features:
         return keras.Model(inputs, head(features), name="rps_classifier")
+    from utils.hands import MIRROR_SIGNS
+
     hand = keras.Input((hand_features,), name="hand_features")
-    outputs = head(keras.layers.Concatenate(name="fused")([features, hand]))
+    view = head(keras.layers.Concatenate(name="fused")([features, hand]))
+    flipped = backbone(keras.ops.flip(inputs, axis=2), training=False)
+    mirror = head(keras.layers.Concatenate(name="fused_mirror")([flipped, hand * MIRROR_SIGNS]))
+    outputs = keras.layers.Average(name="view_and_mirror")([view, mirror])
     return keras.Model([inputs, hand], outputs, name="rps_classifier_hand")
+
+
+def view_probabilities(head, rows: np.ndarray) -> np.ndarray:
+    """(N, V, D) cached rows of N images, V views each (the view and, for hand-aware features,
+    its mirror view) -> (N, classes): the head's mean over the views, as `assemble`'s model
+    computes it from the image."""
+    probs = head.predict(rows.reshape(-1, rows.shape[-1]), batch_size=256, verbose=0)
+    return probs.reshape(rows.shape[0], rows.shape[1], -1).mean(1)
 
 
 def unfreeze_top(backbone, n_layers: int) -> None:

@@ -130,14 +130,12 @@ def write_training_set(path: Path, fit: list[Sample], val: list[Sample]) -> str:
     return training_set_digest((s.key, s.label) for s in fit + val)
 
 
-def _features(extractor, samples: list[Sample], copies: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    shas = [s.key for s in samples]
-    feats = extractor.features(((sha, s.path.read_bytes) for sha, s in zip(shas, samples, strict=True)), copies)
-    x = np.concatenate([feats[sha] for sha in shas])
-    y = np.concatenate(
-        [[CLASS_NAMES.index(s.label)] * feats[sha].shape[0] for sha, s in zip(shas, samples, strict=True)]
-    )
-    return x, y.astype(np.int64), shas
+def _features(extractor, samples: list[Sample], copies: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, rows, D) features of N images (the view, its copies and, for hand-aware features,
+    their mirror views) and their N labels."""
+    feats = extractor.features(((s.key, s.path.read_bytes) for s in samples), copies)
+    x = np.stack([feats[s.key] for s in samples])
+    return x, np.array([CLASS_NAMES.index(s.label) for s in samples], np.int64)
 
 
 def class_weights(y: np.ndarray) -> dict[int, float]:
@@ -205,7 +203,7 @@ def train(
     import tensorflow as tf
 
     from src.features import feature_extractor
-    from src.model import assemble, export_tflite, feature_normalizer
+    from src.model import assemble, export_tflite, feature_normalizer, view_probabilities
 
     keras.utils.set_random_seed(config.seed)
     timings: dict[str, float] = {}
@@ -223,16 +221,19 @@ def train(
     t0 = time.perf_counter()
     extractor = feature_extractor(settings, arch)
     backbone = extractor.backbone_model
-    x_train, y_train, _ = _features(extractor, train_s, config.aug_copies)
-    x_val, y_val, _ = _features(extractor, val_s, 0)
+    x_train, y_train = _features(extractor, train_s, config.aug_copies)
+    x_val, y_val = _features(extractor, val_s, 0)
     timings["features_s"] = time.perf_counter() - t0
     log.info("features: %d computed, %d cached", extractor.stats.computed, extractor.stats.cached)
 
     t0 = time.perf_counter()
-    is_user = np.repeat([s.dataset == USER_DATASET for s in train_s], 1 + config.aug_copies)
-    weights = sample_weights(y_train, is_user, settings.user_sample_weight)
-    normalizer = feature_normalizer(x_train) if arch.uses_hands else None
-    head, history = fit_heads(x_train, y_train, weights, (x_val, y_val), config, settings.head_ensemble, normalizer)
+    rows, views = x_train.shape[1], x_val.shape[1]
+    is_user = np.repeat([s.dataset == USER_DATASET for s in train_s], rows)
+    x_rows, y_rows = x_train.reshape(-1, x_train.shape[-1]), np.repeat(y_train, rows)
+    weights = sample_weights(y_rows, is_user, settings.user_sample_weight)
+    normalizer = feature_normalizer(x_rows) if arch.uses_hands else None
+    validation = (x_val.reshape(-1, x_val.shape[-1]), np.repeat(y_val, views))
+    head, history = fit_heads(x_rows, y_rows, weights, validation, config, settings.head_ensemble, normalizer)
     model = assemble(backbone, head, hand_features=arch.as_dict().get("hand_features", 0))
     timings["head_s"] = time.perf_counter() - t0
 
@@ -242,7 +243,7 @@ def train(
         timings["fine_tune_s"] = time.perf_counter() - t0
         probs = model.predict(_tensors(val_s, arch), batch_size=64, verbose=0)
     else:
-        probs = head.predict(x_val, batch_size=256, verbose=0)
+        probs = view_probabilities(head, x_val)
     report = classification_report(y_val, probs.argmax(1), CLASS_NAMES)
     report["val_loss"] = round(float(keras.losses.sparse_categorical_crossentropy(y_val, probs).numpy().mean()), 4)
     report["per_dataset"] = {
