@@ -97,8 +97,11 @@ class Settings(BaseSettings):
     # hands cut out of rooms as webcam frames show them; the second is the image mirrored (the
     # other hand); any more are other scenes. Caps --aug-copies and RETRAIN_AUG_COPIES.
     # Roboflow composites, 4 seeds: 0 copies 0.813, 1 scene 0.845, 2 scenes 0.842; roboflow crops
-    # with one scene 0.885, plus the mirror 0.892 (src/features.py).
-    hand_aug_copies: int = Field(default=2, ge=0)
+    # with one scene 0.885, plus the mirror 0.892 (src/features.py). Every row also trains as its
+    # mirror view (src/model.py assemble), which makes the mirrored copy redundant: with mirror
+    # views, 1 copy scores 0.902 on crops and 2 copies 0.900 (roboflow, seeds 0-3), for one
+    # hand-stage pass fewer per training image.
+    hand_aug_copies: int = Field(default=1, ge=0)
 
     # Data
     data_dir: Path = PROJECT_ROOT / "Data"
