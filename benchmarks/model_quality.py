@@ -4,17 +4,17 @@
         [--feature-sets mobilenet mobilenet+hand] [--no-composites]
 
 For each feature set (`mobilenet`: the whole image; `mobilenet+hand`: MediaPipe hand crop +
-landmark features) and each dataset in Data/raw: a group split (by `source_clip` for
-roboflow, by file otherwise) and, for seed-drgfreeman, also the original project's random
-20% split. Each validation image is also pasted into a procedural 640x480 scene
-(`src.composites`) and scored there with the same head. For `mobilenet+hand` that head is
-trained, as the trainer does, on the training crops plus HAND_AUG_COPIES scene copies of each
-training crop (seeds `scene{j}-{sha}`), every row with its mirror view, and each scored image
-is scored as the served model scores it, its view and mirror view averaged. No validation
-image is ever pasted into a training scene, and the test scenes have their own seeds. Early stopping watches its own share of the
-training groups (STOP_FRACTION, `src.data.held_out_split`), so the scored images choose
-nothing. The hand row reports how often no hand was found. Features come from the on-disk
-cache (the same extractor training uses), so reruns only train heads. Targets, for the
+landmark features) and each dataset in Data/raw: a group split (by `source_clip` for roboflow,
+by file otherwise) and, for seed-drgfreeman, also the original project's random 20% split. Each
+validation image is also pasted into a procedural 640x480 scene (`src.composites`) and scored
+there with the same head. For `mobilenet+hand` that head is trained, as the trainer does, on
+the training crops plus HAND_AUG_COPIES scene copies of each training crop (seeds
+`scene{j}-{sha}`), every row with its mirror view, and each scored image is scored as the
+served model scores it, its view and mirror view averaged. No validation image is ever pasted
+into a training scene, and the test scenes have their own seeds. Early stopping watches its own
+share of the training groups (STOP_FRACTION, `src.data.held_out_split`), so the scored images
+choose nothing. The hand row reports how often no hand was found. Features come from the
+on-disk cache (the same extractor training uses), so reruns only train heads. Targets, for the
 default feature set on roboflow: crops >= 0.90, composites within 5 points of crops.
 """
 
