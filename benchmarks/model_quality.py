@@ -97,6 +97,7 @@ def main() -> int:
             f"{time.perf_counter() - t0:.0f} s ({extractor.stats.computed} computed, {extractor.stats.cached} cached)"
         )
         found_col = feats[next(iter(every))].shape[1] - HAND_FEATURES if arch.uses_hands else None
+        served = extractor.served_rows
         for name, split_name, splitter, samples in plans:
             rows: dict[str, list[float]] = {"accuracy": [], "composites": [], "no_hand": [], "no_hand_composites": []}
             per_class: dict[str, list[float]] = {c: [] for c in CLASS_NAMES}
@@ -107,7 +108,6 @@ def main() -> int:
                 # scores them (the view, and its mirror view for mobilenet+hand)
                 x = np.concatenate([feats[s.key] for s in fit_s])
                 y = np.concatenate([[CLASS_NAMES.index(s.label)] * feats[s.key].shape[0] for s in fit_s])
-                served = extractor.served_rows
                 xs = np.concatenate([served(feats[s.key]) for s in stop_s])
                 ys = np.repeat([CLASS_NAMES.index(s.label) for s in stop_s], len(xs) // len(stop_s))
                 xv = np.stack([served(feats[s.key]) for s in val_s])

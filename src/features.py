@@ -151,7 +151,7 @@ class FeatureExtractor:
                 mirrored = self._run([t[:, ::-1] for t in flat])
             offset = 0
             for sha, ts in pending:
-                block = feats[offset : offset + len(ts)].astype(np.float32)
+                block = feats[offset : offset + len(ts)]
                 if self.mirror_views:
                     hand = np.stack([h for _, h in ts])
                     block = np.concatenate(
@@ -159,7 +159,8 @@ class FeatureExtractor:
                             np.concatenate([block, hand], 1),
                             np.concatenate([mirrored[offset : offset + len(ts)], mirrored_features(hand)], 1),
                         ]
-                    ).astype(np.float32)
+                    )
+                block = block.astype(np.float32)
                 offset += len(ts)
                 self._save(sha, copies, block)
                 result[sha] = block
