@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 
+from Database_connection.db import make_pool
 from tests.conftest import Backend, start_backend
 from tests.support.auth import operator_headers
 from tests.support.postgres import OwnPostgres
@@ -103,3 +104,23 @@ def test_no_request_fails_once_postgres_is_back_after_a_restart(backend, pg_up, 
         answers += [c.get("/stats"), c.get("/predictions", headers=operator_headers())]
     assert [r.status_code for r in answers] == [200] * len(answers), [r.text for r in answers if r.status_code != 200]
     assert _stored_predictions(backend) == before + 6
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_pool_whose_every_connection_went_stale_hands_out_a_working_one(pg_up, mode) -> None:
+    """After a restart each idle connection is stale. psycopg_pool's own check loop sleeps 1 s,
+    then 2 s, between stale ones, so four idle connections outlast a 1.5 s timeout (the
+    backend's default DB_TIMEOUT_S); the first stale one must replace them all instead."""
+    pool = make_pool(pg_up.url(), min_size=4, max_size=6, timeout=1.5)
+    try:
+        idle = [pool.getconn() for _ in range(4)]
+        for conn in idle:
+            pool.putconn(conn)
+        pg_up.stop(mode)
+        pg_up.start()
+        for _ in range(6):
+            with pool.connection() as conn:
+                assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+        assert pool.get_stats().get("connections_lost", 0) + pool.get_stats().get("returns_bad", 0) >= 1
+    finally:
+        pool.close()
