@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -25,21 +25,38 @@ def libpq_url(url: str) -> str:
     return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
 
-class RestartTolerantPool(ConnectionPool):
-    """A pool that hands out only connections that answer, and survives a PostgreSQL restart.
+# A request waits for a connection in slices this long: each new slice lets the pool start a
+# connection attempt if the one before gave up while the server was still down.
+_WAIT_SLICE_S = 0.5
 
-    Every connection is checked before it is handed out. After a restart every idle one is
-    stale, and psycopg_pool's own check loop discards them one at a time with a back-off sleep
-    between (1 s, then 2 s): with three idle connections and a 1.5 s timeout the request fails
-    although the server is back. Here the first stale connection drains the pool (every
-    connection opened before it is replaced, none checked in turn) and the request waits only
-    for a fresh one."""
+
+class RestartTolerantPool(ConnectionPool):
+    """A pool that hands out only connections that answer, and recovers from a PostgreSQL
+    restart or outage within its timeout.
+
+    - After a restart every idle connection is stale. psycopg_pool's own check loop discards
+      them one at a time with a back-off sleep between (1 s, then 2 s): with three idle
+      connections and a 1.5 s timeout the request fails although the server is back. Here the
+      first stale connection drains the pool (every connection opened before it is replaced,
+      none checked in turn) and the request waits only for a fresh one.
+    - psycopg_pool retries a failed connection attempt after 1, 2, 4, 8 ... s, and while one
+      waits out its delay no request starts another: after a 10 s outage it would not try
+      again for up to 8 s. `make_pool` gives up an attempt after the pool's timeout
+      (`reconnect_timeout`), and a request waits in slices, so each slice can start a new one.
+    """
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection:
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        budget = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
         while True:
-            # a non-positive timeout makes the pool raise PoolTimeout: the deadline has passed
-            conn = super().getconn(timeout=deadline - time.monotonic())
+            remaining = deadline - time.monotonic()
+            try:
+                # a non-positive timeout makes the pool raise PoolTimeout at once
+                conn = super().getconn(timeout=min(remaining, _WAIT_SLICE_S))
+            except PoolTimeout:
+                if remaining > _WAIT_SLICE_S:
+                    continue
+                raise PoolTimeout(f"couldn't get a connection after {budget:.2f} sec") from None
             try:
                 self.check_connection(conn)
             except psycopg.Error as exc:
@@ -54,15 +71,16 @@ def make_pool(url: str, min_size: int = 1, max_size: int = 10, timeout: float = 
     """An open pool of autocommit connections returning dict rows; multi-statement work
     opens `conn.transaction()` explicitly.
 
-    Every connection is checked before it is handed out (`RestartTolerantPool`), so after a
-    PostgreSQL restart stale ones are replaced instead of failing a request; `timeout` bounds
-    both the wait for a connection and a new connection's handshake, so an outage fails fast."""
+    `timeout` bounds the wait for a connection, a new connection's handshake and how long the
+    pool keeps retrying one connection attempt, so an outage fails fast and the pool is
+    serving again within about a second of PostgreSQL's return (`RestartTolerantPool`)."""
     pool = RestartTolerantPool(
         libpq_url(url),
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
         timeout=timeout,
+        reconnect_timeout=timeout,
         open=False,
         name="rps",
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from Database_connection.db import make_pool
 from tests.conftest import Backend, start_backend
@@ -122,5 +123,28 @@ def test_a_pool_whose_every_connection_went_stale_hands_out_a_working_one(pg_up,
             with pool.connection() as conn:
                 assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
         assert pool.get_stats().get("connections_lost", 0) + pool.get_stats().get("returns_bad", 0) >= 1
+    finally:
+        pool.close()
+
+
+def test_a_pool_reconnects_within_its_timeout_once_postgres_is_back_after_a_long_outage(pg_up) -> None:
+    """psycopg_pool retries a failed connection attempt after 1, 2, 4, 8 ... s for up to 5
+    minutes, and while one attempt waits out its delay no request starts another: after an
+    outage of 10 s the pool would not try again for up to 8 s, answering 503 with the server
+    back. Requests keep failing fast during the outage and the first one after it succeeds."""
+    pool = make_pool(pg_up.url(), min_size=2, max_size=4, timeout=1.5)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        pg_up.stop("immediate")
+        down_until = time.monotonic() + 10
+        while time.monotonic() < down_until:  # requests during the outage, as a backend sees them
+            start = time.monotonic()
+            with pytest.raises(PoolTimeout), pool.connection() as conn:
+                conn.execute("SELECT 1")
+            assert time.monotonic() - start < 2.5, "a request during the outage must fail within the timeout"
+        pg_up.start()
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
     finally:
         pool.close()
